@@ -1,0 +1,203 @@
+"""Shared benchmark harness: one result schema, timing and memory helpers, CSV/JSON and plots.
+
+Every benchmark in this folder records rows of :class:`BenchmarkRow` (kernel, shape, backend,
+device, metric, value), prints them as a table and writes ``results/<name>.csv``,
+``results/<name>.json`` and a plot generated from the saved rows.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import gc
+import json
+import platform
+import time
+import tracemalloc
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchmarkRow:
+    """One measurement: ``value`` of ``metric`` for ``kernel`` run by ``backend`` at ``shape``."""
+
+    kernel: str
+    shape: str
+    backend: str
+    device: str
+    metric: str
+    value: float
+    note: str = ""
+
+
+def describe_machine() -> str:
+    """A one-line description of the machine: CPU or GPU model, core count, torch version."""
+    if torch.cuda.is_available():
+        hardware = torch.cuda.get_device_name()
+    else:
+        hardware = f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+    return f"{hardware}; torch {torch.__version__}"
+
+
+def synchronize(device: torch.device | str) -> None:
+    """Wait for queued kernels on ``device`` (a no-op on the CPU)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_call(
+    fn: Callable[[], Any], device: torch.device | str, *, repeats: int = 5, warmup: int = 1
+) -> float:
+    """Median wall-clock seconds of ``fn()`` over ``repeats`` runs after ``warmup`` runs."""
+    for _ in range(warmup):
+        fn()
+    synchronize(device)
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        synchronize(device)
+        samples.append(time.perf_counter() - start)
+    samples.sort()
+    return samples[len(samples) // 2]
+
+
+def peak_memory_bytes(fn: Callable[[], Any], device: torch.device | str) -> int:
+    """Peak memory allocated while ``fn()`` runs, above what was allocated before it.
+
+    On CUDA this is the caching allocator's peak; on the CPU it is measured with the
+    ``torch.profiler`` memory profile of CPU tensor allocations.
+    """
+    gc.collect()
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        fn()
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() - base
+    return _cpu_peak_bytes(fn)
+
+
+def _cpu_peak_bytes(fn: Callable[[], Any]) -> int:
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    # Replay allocation events in time order to find the high-water mark.
+    events = sorted(
+        (event.time_range.start, event.cpu_memory_usage)
+        for event in prof.events()
+        if event.cpu_memory_usage != 0
+    )
+    current = peak = 0
+    for _, delta in events:
+        current += delta
+        peak = max(peak, current)
+    # Python-side allocations (numpy in foreign libraries) are counted by tracemalloc.
+    return peak
+
+
+def python_peak_bytes(fn: Callable[[], Any]) -> int:
+    """Peak bytes allocated through Python's allocator (numpy arrays included) during ``fn()``."""
+    gc.collect()
+    tracemalloc.start()
+    try:
+        fn()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def print_table(rows: Sequence[BenchmarkRow]) -> None:
+    """Print ``rows`` as an aligned text table."""
+    header = ("kernel", "shape", "backend", "device", "metric", "value", "note")
+    cells = [header] + [
+        (r.kernel, r.shape, r.backend, r.device, r.metric, _format(r.value), r.note) for r in rows
+    ]
+    widths = [max(len(str(row[i])) for row in cells) for i in range(len(header))]
+    for index, row in enumerate(cells):
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)))
+        if index == 0:
+            print("  ".join("-" * width for width in widths))
+
+
+def _format(value: float) -> str:
+    if value == 0 or 1e-3 <= abs(value) < 1e6:
+        return f"{value:.4g}"
+    return f"{value:.3e}"
+
+
+def save_results(
+    name: str, rows: Sequence[BenchmarkRow], *, command: str, out_dir: Path = RESULTS_DIR
+) -> tuple[Path, Path]:
+    """Write ``rows`` to ``out_dir/name.csv`` and ``out_dir/name.json`` (with machine and command)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    csv_path = out_dir / f"{name}.csv"
+    json_path = out_dir / f"{name}.json"
+    fields = [field.name for field in dataclasses.fields(BenchmarkRow)]
+    with csv_path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(dataclasses.asdict(row) for row in rows)
+    payload = {
+        "benchmark": name,
+        "machine": describe_machine(),
+        "command": command,
+        "rows": [dataclasses.asdict(row) for row in rows],
+    }
+    json_path.write_text(json.dumps(payload, indent=2) + "\n")
+    return csv_path, json_path
+
+
+def load_results(json_path: Path) -> list[BenchmarkRow]:
+    """Read the rows written by :func:`save_results`."""
+    payload = json.loads(Path(json_path).read_text())
+    return [BenchmarkRow(**row) for row in payload["rows"]]
+
+
+def plot_metric(
+    rows: Sequence[BenchmarkRow],
+    metric: str,
+    path: Path,
+    *,
+    title: str,
+    log_scale: bool = True,
+) -> Path:
+    """Grouped bar chart of ``metric``: one group per (kernel, shape), one bar per backend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    selected = [row for row in rows if row.metric == metric]
+    groups = list(dict.fromkeys(f"{row.kernel}\n{row.shape}" for row in selected))
+    backends = list(dict.fromkeys(row.backend for row in selected))
+    width = 0.8 / max(1, len(backends))
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(groups) * max(1, len(backends)) / 2), 4.0))
+    for b_index, backend in enumerate(backends):
+        xs, heights = [], []
+        for g_index, group in enumerate(groups):
+            for row in selected:
+                if row.backend == backend and f"{row.kernel}\n{row.shape}" == group:
+                    xs.append(g_index + b_index * width)
+                    heights.append(row.value)
+        ax.bar(xs, heights, width=width, label=backend)
+    ax.set_xticks([i + width * (len(backends) - 1) / 2 for i in range(len(groups))])
+    ax.set_xticklabels(groups, fontsize=8)
+    ax.set_ylabel(metric)
+    if log_scale:
+        ax.set_yscale("log")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -1,0 +1,81 @@
+"""reidkit: losses, layers, kernels and evaluation for CLIP-based person re-identification.
+
+Importing :mod:`reidkit` is cheap: every public name below is resolved lazily on first
+access, so ``import reidkit`` imports neither Triton nor open_clip. Names are grouped by the
+subpackage that defines them.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_PUBLIC_NAMES: dict[str, str] = {
+    # optimal transport (reidkit.ot)
+    "sinkhorn": "reidkit.ot",
+    "SinkhornOT": "reidkit.ot",
+    "SinkhornResult": "reidkit.ot",
+    "pairwise_ot_distance": "reidkit.ot",
+    # data (reidkit.data)
+    "Market1501": "reidkit.data",
+    "DukeMTMCreID": "reidkit.data",
+    "MSMT17": "reidkit.data",
+    "OccludedDuke": "reidkit.data",
+    "ImageFolderReID": "reidkit.data",
+    "SyntheticReID": "reidkit.data",
+    "ReIDImageDataset": "reidkit.data",
+    "RandomIdentitySampler": "reidkit.data",
+    "build_train_transforms": "reidkit.data",
+    "build_test_transforms": "reidkit.data",
+    # evaluation (reidkit.eval)
+    "evaluate_rank": "reidkit.eval",
+    "RankResult": "reidkit.eval",
+    "re_ranking": "reidkit.eval",
+    "evaluate_t2i": "reidkit.eval",
+    "extract_features": "reidkit.eval",
+    "ReIDEvaluator": "reidkit.eval",
+    "save_rank_grid": "reidkit.eval",
+    # CLIP backbone (reidkit.clip)
+    "load_clip": "reidkit.clip",
+    "CLIPTextEncoder": "reidkit.clip",
+    "CLIPImageEncoder": "reidkit.clip",
+    # prompt learners (reidkit.prompts)
+    "PromptLearner": "reidkit.prompts",
+    "SharedContextPromptLearner": "reidkit.prompts",
+    "MultiGranularityPromptLearner": "reidkit.prompts",
+    "VisualPromptGenerator": "reidkit.prompts",
+    # losses and heads (reidkit.losses)
+    "SupConLoss": "reidkit.losses",
+    "ImageToTextCrossEntropy": "reidkit.losses",
+    "CrossEntropyLabelSmooth": "reidkit.losses",
+    "TripletLoss": "reidkit.losses",
+    "BNNeck": "reidkit.losses",
+    "TransformationLoss": "reidkit.losses",
+    "PCLLoss": "reidkit.losses",
+    # patch selection and alignment (reidkit.selection)
+    "HierarchicalPatchPartition": "reidkit.selection",
+    "InformationSelectorAgent": "reidkit.selection",
+    "PatchToTokenAlignment": "reidkit.selection",
+    # [PART] tokens (reidkit.parts)
+    "PartTokenAttention": "reidkit.parts",
+    "AAformer": "reidkit.parts",
+    # memory (reidkit.memory)
+    "PrototypeMemory": "reidkit.memory",
+}
+
+__all__ = ["__version__", *_PUBLIC_NAMES]
+
+
+def __getattr__(name: str) -> Any:
+    module_name = _PUBLIC_NAMES.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'reidkit' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module_name), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
