@@ -41,7 +41,8 @@ def describe_machine() -> str:
     if torch.cuda.is_available():
         hardware = torch.cuda.get_device_name()
     else:
-        hardware = f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+        cpu = platform.processor() or platform.machine()
+        hardware = f"{cpu} CPU, {torch.get_num_threads()} threads"
     return f"{hardware}; torch {torch.__version__}"
 
 
@@ -104,6 +105,24 @@ def _cpu_peak_bytes(fn: Callable[[], Any]) -> int:
     return peak
 
 
+def saved_for_backward_bytes(forward: Callable[[], Any]) -> int:
+    """Bytes of the distinct tensor storages that autograd saves while ``forward()`` runs.
+
+    This is the memory a backward pass keeps alive between forward and backward: for a solver
+    differentiated through its iterations it grows with the iteration count.
+    """
+    storages: dict[int, int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        forward()
+    return sum(storages.values())
+
+
 def python_peak_bytes(fn: Callable[[], Any]) -> int:
     """Peak bytes allocated through Python's allocator (numpy arrays included) during ``fn()``."""
     gc.collect()
@@ -137,7 +156,7 @@ def _format(value: float) -> str:
 def save_results(
     name: str, rows: Sequence[BenchmarkRow], *, command: str, out_dir: Path = RESULTS_DIR
 ) -> tuple[Path, Path]:
-    """Write ``rows`` to ``out_dir/name.csv`` and ``out_dir/name.json`` (with machine and command)."""
+    """Write ``rows`` to ``out_dir/name.csv`` and ``out_dir/name.json`` (with machine, command)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path = out_dir / f"{name}.csv"
     json_path = out_dir / f"{name}.json"

@@ -1,0 +1,201 @@
+"""OT distances between every image's patch set and every class's token set (MMPL eq. 13-19).
+
+For L2-normalised patch features ``x`` ``(B, M, D)`` and token features ``y`` ``(L, N, D)``, the
+``(B, L)`` matrix of Sinkhorn distances for the cosine cost ``C = 1 - x y^T``. The torch path
+works on chunks of classes and keeps only the potentials between forward and backward, so
+neither the ``(B, L, M, N)`` cost nor the plan is ever held whole; the Triton path
+(:mod:`reidkit.kernels`) keeps each problem on chip.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from reidkit.ot import validation
+from reidkit.ot.implicit import implicit_vjp, plan_from_potentials
+from reidkit.ot.sinkhorn import Backend, GradMode, StopRule, sinkhorn
+
+_CHUNK_ELEMENTS = 1 << 24  # cost entries per chunk of classes (64 MiB in float32)
+
+
+def pairwise_ot_distance(
+    x: Tensor,
+    y: Tensor,
+    *,
+    epsilon: float = 0.1,
+    max_iter: int = 50,
+    tol: float | None = 1e-3,
+    grad: GradMode = "implicit",
+    backend: Backend = "auto",
+    x_mask: Tensor | None = None,
+    stop_rule: StopRule = "marginal",
+    chunk_size: int | None = None,
+) -> Tensor:
+    """``d[b, l] = <T*, C>`` for ``C = 1 - x[b] y[l]^T`` with uniform marginals.
+
+    Args:
+        x: ``(B, M, D)`` L2-normalised patch features (MMPL's selected patches f_m).
+        y: ``(L, N, D)`` L2-normalised token features (the N learnable tokens of each class).
+        epsilon, max_iter, tol, stop_rule: as in :func:`reidkit.sinkhorn`.
+        grad: ``"implicit"`` or ``"envelope"`` (constant memory in ``max_iter``), or
+            ``"unrolled"`` (autograd through the iterations; testing only).
+        backend: ``"torch"``, ``"triton"`` or ``"auto"`` (Triton on CUDA tensors).
+        x_mask: ``(B, M)`` boolean, ``True`` on real patches, for images with fewer patches.
+        chunk_size: classes per chunk on the torch path (default: about 16M cost entries).
+
+    Returns:
+        ``(B, L)`` distances, differentiable with respect to ``x`` and ``y``.
+    """
+    _check_features(x, y, x_mask)
+    validation.check_solver_options(epsilon, max_iter, tol, grad, backend, stop_rule)
+    if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
+        raise ValueError(f"chunk_size must be None or an integer >= 1, got {chunk_size!r}")
+    from reidkit.kernels import triton_available, triton_supports_pairwise
+
+    supported = grad != "unrolled" and triton_available() and triton_supports_pairwise(x, y)
+    if backend == "triton" and not supported:
+        raise ValueError(
+            "backend='triton' needs Triton, grad 'implicit' or 'envelope' and a supported shape "
+            f"(see reidkit.kernels.triton_supports_pairwise); got x {tuple(x.shape)}, "
+            f"y {tuple(y.shape)}, grad={grad!r}"
+        )
+    if backend == "triton" or (backend == "auto" and supported and x.is_cuda):
+        from reidkit.kernels import pairwise_ot_distance_triton
+
+        return pairwise_ot_distance_triton(
+            x,
+            y,
+            epsilon=epsilon,
+            max_iter=max_iter,
+            tol=tol,
+            grad=grad,
+            x_mask=x_mask,
+            stop_rule=stop_rule,
+        )
+    options = _Options(epsilon, max_iter, tol, grad, stop_rule)
+    if chunk_size is None:
+        per_class = x.shape[0] * x.shape[1] * y.shape[1]
+        chunk_size = max(1, _CHUNK_ELEMENTS // per_class)
+    if grad == "unrolled":
+        return torch.cat(
+            [
+                _solve_chunk(x, y[start : start + chunk_size], x_mask, options, "unrolled")[0]
+                for start in range(0, y.shape[0], chunk_size)
+            ],
+            dim=1,
+        )
+    return _PairwiseOT.apply(x, y, x_mask, options, chunk_size)
+
+
+class _Options:
+    def __init__(
+        self, epsilon: float, max_iter: int, tol: float | None, grad: str, stop_rule: str
+    ) -> None:
+        self.epsilon, self.max_iter, self.tol = epsilon, max_iter, tol
+        self.grad, self.stop_rule = grad, stop_rule
+
+
+def _check_features(x: Tensor, y: Tensor, x_mask: Tensor | None) -> None:
+    if not isinstance(x, Tensor) or x.dim() != 3 or not x.is_floating_point():
+        raise ValueError(f"x must be a float tensor of shape (B, M, D), got {_describe(x)}")
+    if not isinstance(y, Tensor) or y.dim() != 3 or not y.is_floating_point():
+        raise ValueError(f"y must be a float tensor of shape (L, N, D), got {_describe(y)}")
+    if x.shape[2] != y.shape[2]:
+        raise ValueError(
+            f"x and y must share the feature size D, got {x.shape[2]} and {y.shape[2]}"
+        )
+    if 0 in x.shape or 0 in y.shape:
+        raise ValueError(f"x and y must be non-empty, got {tuple(x.shape)} and {tuple(y.shape)}")
+    validation.check_finite("x", x.detach())
+    validation.check_finite("y", y.detach())
+    if x_mask is not None and (
+        not isinstance(x_mask, Tensor) or x_mask.dtype != torch.bool or x_mask.shape != x.shape[:2]
+    ):
+        raise ValueError(f"x_mask must be a boolean tensor of shape {tuple(x.shape[:2])}")
+
+
+def _describe(value: object) -> str:
+    if isinstance(value, Tensor):
+        return f"shape {tuple(value.shape)} and dtype {value.dtype}"
+    return type(value).__name__
+
+
+def _chunk_cost(x: Tensor, y: Tensor) -> Tensor:
+    """``(B, Lc, M, N)`` cosine costs ``1 - x[b] y[l]^T``."""
+    return 1 - torch.einsum("bmd,lnd->blmn", x, y)
+
+
+def _solve_chunk(
+    x: Tensor, y: Tensor, x_mask: Tensor | None, options: _Options, grad: str
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Distances ``(B, Lc)`` and potentials ``(B, Lc, M)``, ``(B, Lc, N)`` of one chunk."""
+    row_mask = None if x_mask is None else x_mask[:, None, :]
+    result = sinkhorn(
+        _chunk_cost(x, y),
+        epsilon=options.epsilon,
+        max_iter=options.max_iter,
+        tol=options.tol,
+        grad=grad,
+        backend="torch",
+        mask=(row_mask, None),
+        stop_rule=options.stop_rule,
+    )
+    return result.distance, result.f, result.g
+
+
+class _PairwiseOT(torch.autograd.Function):
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: torch.autograd.function.FunctionCtx,
+        x: Tensor,
+        y: Tensor,
+        x_mask: Tensor | None,
+        options: _Options,
+        chunk_size: int,
+    ) -> Tensor:
+        distances, fs, gs = [], [], []
+        with torch.no_grad():
+            for start in range(0, y.shape[0], chunk_size):
+                distance, f, g = _solve_chunk(
+                    x, y[start : start + chunk_size], x_mask, options, "envelope"
+                )
+                distances.append(distance)
+                fs.append(f)
+                gs.append(g)
+        ctx.save_for_backward(x, y, torch.cat(fs, dim=1), torch.cat(gs, dim=1))
+        ctx.x_mask, ctx.options, ctx.chunk_size = x_mask, options, chunk_size
+        return torch.cat(distances, dim=1).to(x.dtype)
+
+    @staticmethod
+    def backward(  # type: ignore[override]
+        ctx: torch.autograd.function.FunctionCtx, grad_distance: Tensor
+    ) -> tuple[Tensor | None, ...]:
+        x, y, f, g = ctx.saved_tensors
+        options, chunk = ctx.options, ctx.chunk_size
+        work = f.dtype
+        xw, yw = x.to(work), y.to(work)
+        grad_x = torch.zeros_like(xw)
+        grad_y = torch.zeros_like(yw)
+        batch, m, n = x.shape[0], x.shape[1], y.shape[1]
+        for start in range(0, y.shape[0], chunk):
+            stop = min(start + chunk, y.shape[0])
+            cost = _chunk_cost(xw, yw[start:stop]).reshape(-1, m, n)
+            plan = plan_from_potentials(
+                cost,
+                f[:, start:stop].reshape(-1, m),
+                g[:, start:stop].reshape(-1, n),
+                options.epsilon,
+            )
+            if ctx.x_mask is not None:
+                row_valid = ctx.x_mask[:, None, :, None].expand(-1, stop - start, -1, -1)
+                plan = plan * row_valid.reshape(-1, m, 1)
+            upstream = grad_distance[:, start:stop].reshape(-1).to(work)
+            if options.grad == "implicit":
+                grad_cost = implicit_vjp(cost, plan, options.epsilon, None, upstream)[0]
+            else:
+                grad_cost = plan * upstream[:, None, None]
+            grad_cost = grad_cost.reshape(batch, stop - start, m, n)
+            grad_x -= torch.einsum("blmn,lnd->bmd", grad_cost, yw[start:stop])
+            grad_y[start:stop] = -torch.einsum("blmn,bmd->lnd", grad_cost, xw)
+        return grad_x.to(x.dtype), grad_y.to(y.dtype), None, None, None

@@ -1,0 +1,89 @@
+""":func:`reidkit.pairwise_ot_distance` against a per-pair loop with POT."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from ot.bregman import sinkhorn_log
+
+from reidkit import pairwise_ot_distance, sinkhorn
+from tests.ot.strategies import TIGHT
+
+
+def _features(seed: int, b: int = 3, m: int = 5, ll: int = 4, n: int = 3, d: int = 8):
+    generator = torch.Generator().manual_seed(seed)
+    x = F.normalize(torch.randn(b, m, d, generator=generator, dtype=torch.float64), dim=-1)
+    y = F.normalize(torch.randn(ll, n, d, generator=generator, dtype=torch.float64), dim=-1)
+    return x, y
+
+
+def test_distances_equal_a_loop_over_pairs_with_pot() -> None:
+    x, y = _features(0)
+    distances = pairwise_ot_distance(x, y, epsilon=0.1, **TIGHT)
+    expected = np.empty(distances.shape)
+    for i in range(x.shape[0]):
+        for j in range(y.shape[0]):
+            cost = (1 - x[i] @ y[j].T).numpy()
+            m, n = cost.shape
+            plan = sinkhorn_log(
+                np.full(m, 1 / m), np.full(n, 1 / n), cost, 0.1, stopThr=1e-12, numItermax=20_000
+            )
+            expected[i, j] = (plan * cost).sum()
+    assert np.allclose(distances.numpy(), expected, atol=1e-9)
+
+
+@pytest.mark.parametrize("grad", ["implicit", "envelope"])
+def test_gradients_equal_those_of_the_dense_solver(grad: str) -> None:
+    x, y = _features(1)
+    x, y = x.requires_grad_(), y.requires_grad_()
+    weights = torch.randn(x.shape[0], y.shape[0], dtype=torch.float64)
+    pairwise = pairwise_ot_distance(x, y, epsilon=0.1, grad=grad, chunk_size=3, **TIGHT)
+    got = torch.autograd.grad((pairwise * weights).sum(), (x, y))
+    cost = 1 - torch.einsum("bmd,lnd->blmn", x, y)
+    dense = sinkhorn(cost, epsilon=0.1, grad=grad, **TIGHT).distance
+    want = torch.autograd.grad((dense * weights).sum(), (x, y))
+    assert torch.allclose(pairwise, dense, atol=1e-12)
+    for g, w in zip(got, want):
+        assert torch.allclose(g, w, atol=1e-9)
+
+
+def test_gradcheck_through_the_features() -> None:
+    x, y = _features(2, b=2, m=3, ll=2, n=2, d=4)
+    assert torch.autograd.gradcheck(
+        lambda a, b: pairwise_ot_distance(a, b, epsilon=0.2, **TIGHT),
+        (x.requires_grad_(), y.requires_grad_()),
+    )
+
+
+def test_x_mask_equals_dropping_the_padded_patches() -> None:
+    x, y = _features(3, b=2, m=6)
+    x_mask = torch.tensor([[True] * 6, [True, True, True, False, False, True]])
+    masked = pairwise_ot_distance(x, y, epsilon=0.1, x_mask=x_mask, **TIGHT)
+    kept = pairwise_ot_distance(x[1:, x_mask[1]], y, epsilon=0.1, **TIGHT)
+    assert torch.allclose(masked[1], kept[0], atol=1e-10)
+
+
+def test_chunking_does_not_change_results() -> None:
+    x, y = _features(4, ll=7)
+    full = pairwise_ot_distance(x, y, epsilon=0.1, chunk_size=100)
+    chunked = pairwise_ot_distance(x, y, epsilon=0.1, chunk_size=2)
+    assert torch.allclose(full, chunked, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"x": torch.randn(2, 3)}, "x"),
+        ({"y": torch.randn(2, 3, 5)}, "y"),
+        ({"x_mask": torch.ones(2, 4, dtype=torch.bool)}, "x_mask"),
+        ({"chunk_size": 0}, "chunk_size"),
+        ({"epsilon": 0.0}, "epsilon"),
+    ],
+)
+def test_bad_input_raises_a_value_error_naming_the_argument(kwargs: dict, message: str) -> None:
+    x, y = _features(5, b=2, m=3, d=8)
+    arguments = {"x": x, "y": y, **kwargs}
+    with pytest.raises(ValueError, match=message):
+        pairwise_ot_distance(arguments.pop("x"), arguments.pop("y"), **arguments)
