@@ -95,9 +95,12 @@ def implicit_vjp(
     Returns:
         Gradients with respect to ``cost`` ``(B, M, N)``, ``a`` ``(B, M)`` and ``b`` ``(B, N)``.
     """
-    weights = torch.zeros_like(cost) if grad_plan is None else grad_plan.clone()
-    if grad_distance is not None:
-        weights.addcmul_(cost, grad_distance[:, None, None])
+    if grad_plan is None:
+        weights = cost * grad_distance[:, None, None]
+    elif grad_distance is None:
+        weights = grad_plan.clone()
+    else:
+        weights = torch.addcmul(grad_plan, cost, grad_distance[:, None, None])
     weights.mul_(plan)  # W * T
     x, y = solve_dual_system(plan, weights.sum(dim=2), weights.sum(dim=1))
     grad_cost = plan * (x[:, :, None] + y[:, None, :])
@@ -124,6 +127,7 @@ class ImplicitSinkhorn(torch.autograd.Function):
         distance = (plan * cost).sum(dim=(1, 2))
         ctx.save_for_backward(cost, f, g)
         ctx.epsilon = epsilon
+        ctx.set_materialize_grads(False)  # an unused output passes None, not a zero tensor
         return plan, distance
 
     @staticmethod
@@ -132,6 +136,8 @@ class ImplicitSinkhorn(torch.autograd.Function):
         grad_plan: Tensor | None,
         grad_distance: Tensor | None,
     ) -> tuple[Tensor | None, ...]:
+        if grad_plan is None and grad_distance is None:
+            return (None,) * 6
         cost, f, g = ctx.saved_tensors
         plan = plan_from_potentials(cost, f, g, ctx.epsilon)
         grad_cost, grad_a, grad_b = implicit_vjp(cost, plan, ctx.epsilon, grad_plan, grad_distance)

@@ -141,14 +141,16 @@ def scaling_domain_potentials(
     """
     shift = cost.amin(dim=(1, 2))  # (B,) keeps the largest kernel entry of each problem at 1
     kernel = torch.exp((cost - shift[:, None, None]) / -epsilon)  # (B, M, N)
-    kernel_t = kernel.transpose(1, 2)
+    # Both mat-vecs as (1, K) x (K, J) row-vector products on contiguous matrices: far faster
+    # than (J, K) x (K, 1) for the many small problems of MMPL (e.g. 48k problems of 80 x 8).
+    kernel_t = kernel.transpose(1, 2).contiguous()
     row_valid = a > 0
 
     def update_rows(v: Tensor) -> Tensor:
-        return a / torch.bmm(kernel, v[:, :, None]).squeeze(2)
+        return a / torch.bmm(v[:, None, :], kernel_t).squeeze(1)
 
     def update_cols(u: Tensor) -> Tensor:
-        return b / torch.bmm(kernel_t, u[:, :, None]).squeeze(2)
+        return b / torch.bmm(u[:, None, :], kernel).squeeze(1)
 
     def residual(u: Tensor, u_new: Tensor) -> Tensor:
         if stop_rule == "marginal":
