@@ -32,10 +32,14 @@ class Potentials(NamedTuple):
     n_iter: Tensor  # (B,) int64
 
 
+Problems = tuple[Tensor, ...]  # per-problem tensors, each with the batch as leading dimension
+
+
 def _iterate(
-    update_rows: Callable[[Tensor], Tensor],
-    update_cols: Callable[[Tensor], Tensor],
-    residual: Callable[[Tensor, Tensor], Tensor],
+    update_rows: Callable[[Problems, Tensor], Tensor],
+    update_cols: Callable[[Problems, Tensor], Tensor],
+    residual: Callable[[Problems, Tensor, Tensor], Tensor],
+    problems: Problems,
     rows: Tensor,
     cols: Tensor,
     max_iter: int,
@@ -44,10 +48,15 @@ def _iterate(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """The Sinkhorn loop shared by both domains, with per-problem freezing.
 
+    At each host check, once at most half of the problems still run (and no gradient flows
+    through the loop), the loop continues on those problems alone: late iterations cost what
+    the slow problems need, not the whole batch.
+
     Args:
-        update_rows: ``cols (B, N) -> rows (B, M)``, the row half-step.
-        update_cols: ``rows (B, M) -> cols (B, N)``, the column half-step.
-        residual: ``(rows, new_rows) -> (B,)`` stopping measure of the current iterate.
+        update_rows: ``(problems, cols (B, N)) -> rows (B, M)``, the row half-step.
+        update_cols: ``(problems, rows (B, M)) -> cols (B, N)``, the column half-step.
+        residual: ``(problems, rows, new_rows) -> (B,)`` stopping measure of the current iterate.
+        problems: the per-problem data the steps read (kernel or cost, marginals, ...).
         rows, cols: initial row and column variables.
         max_iter: iteration cap.
         tol: stop a problem once its residual is ``<= tol``; ``None`` runs ``max_iter``.
@@ -56,20 +65,35 @@ def _iterate(
     Returns:
         Final ``rows``, ``cols`` and the iteration count of every problem ``(B,)``.
     """
-    active = torch.ones(rows.shape[0], dtype=torch.bool, device=rows.device)
+    final_rows, final_cols = rows, cols
     n_iter = torch.zeros(rows.shape[0], dtype=torch.int64, device=rows.device)
+    running = torch.arange(rows.shape[0], device=rows.device)  # problems in the current batch
+    active = torch.ones(rows.shape[0], dtype=torch.bool, device=rows.device)
+    tracked = any(t.requires_grad for t in (rows, cols, *problems))
+    can_compact = not (torch.is_grad_enabled() and tracked)
     for iteration in range(max_iter):
-        new_rows = update_rows(cols)
+        new_rows = update_rows(problems, cols)
         if tol is not None and iteration > 0:
             with torch.no_grad():
-                active = active & (residual(rows, new_rows) > tol)
-            if iteration % check_every == 0 and not bool(active.any()):
-                break
-        keep = active[:, None]
-        rows = torch.where(keep, new_rows, rows)
-        cols = torch.where(keep, update_cols(rows), cols)
-        n_iter = n_iter + active
-    return rows, cols, n_iter
+                active = active & (residual(problems, rows, new_rows) > tol)
+            if iteration % check_every == 0:
+                count = int(active.sum())
+                if count == 0:
+                    break
+                if can_compact and 2 * count <= active.numel():
+                    final_rows = final_rows.index_copy(0, running, rows)
+                    final_cols = final_cols.index_copy(0, running, cols)
+                    keep = active.nonzero().squeeze(1)
+                    running, active = running[keep], active[keep]
+                    problems = tuple(t[keep] for t in problems)
+                    rows, cols, new_rows = rows[keep], cols[keep], new_rows[keep]
+        keep_mask = active[:, None]
+        rows = torch.where(keep_mask, new_rows, rows)
+        cols = torch.where(keep_mask, update_cols(problems, rows), cols)
+        n_iter = n_iter.index_add(0, running, active.to(torch.int64))
+    if running.numel() == final_rows.shape[0]:
+        return rows, cols, n_iter
+    return final_rows.index_copy(0, running, rows), final_cols.index_copy(0, running, cols), n_iter
 
 
 def log_domain_potentials(
@@ -98,27 +122,30 @@ def log_domain_potentials(
     Returns:
         :class:`Potentials` with ``f`` ``(B, M)``, ``g`` ``(B, N)`` and ``n_iter`` ``(B,)``.
     """
-    neg_cost = cost / -epsilon
-    log_a, log_b = a.log(), b.log()
-    row_valid = a > 0
 
-    def update_rows(g: Tensor) -> Tensor:
+    def update_rows(problems: Problems, g: Tensor) -> Tensor:
+        neg_cost, log_a, _, _ = problems
         return epsilon * (log_a - torch.logsumexp(neg_cost + g[:, None, :] / epsilon, dim=2))
 
-    def update_cols(f: Tensor) -> Tensor:
+    def update_cols(problems: Problems, f: Tensor) -> Tensor:
+        neg_cost, _, log_b, _ = problems
         return epsilon * (log_b - torch.logsumexp(neg_cost + f[:, :, None] / epsilon, dim=1))
 
-    def residual(f: Tensor, f_new: Tensor) -> Tensor:
+    def residual(problems: Problems, f: Tensor, f_new: Tensor) -> Tensor:
+        _, _, _, a_ = problems
         if stop_rule == "marginal":
             # Row sums of the current plan are a * exp((f - f_new) / epsilon).
-            error = a * torch.expm1((f - f_new) / epsilon).abs()
+            error = a_ * torch.expm1((f - f_new) / epsilon).abs()
         else:
             error = (torch.exp(f_new / epsilon) - torch.exp(f / epsilon)).abs()
-        return _masked_reduce(error, row_valid, mean=stop_rule == "update")
+        return _masked_reduce(error, a_ > 0, mean=stop_rule == "update")
 
+    problems = (cost / -epsilon, a.log(), b.log(), a)
     f0 = torch.zeros_like(a)
     g0 = torch.where(b > 0, 0.0, float("-inf")).to(b.dtype)
-    f, g, n_iter = _iterate(update_rows, update_cols, residual, f0, g0, max_iter, tol, check_every)
+    f, g, n_iter = _iterate(
+        update_rows, update_cols, residual, problems, f0, g0, max_iter, tol, check_every
+    )
     return Potentials(f, g, n_iter)
 
 
@@ -144,24 +171,29 @@ def scaling_domain_potentials(
     # Both mat-vecs as (1, K) x (K, J) row-vector products on contiguous matrices: far faster
     # than (J, K) x (K, 1) for the many small problems of MMPL (e.g. 48k problems of 80 x 8).
     kernel_t = kernel.transpose(1, 2).contiguous()
-    row_valid = a > 0
 
-    def update_rows(v: Tensor) -> Tensor:
-        return a / torch.bmm(v[:, None, :], kernel_t).squeeze(1)
+    def update_rows(problems: Problems, v: Tensor) -> Tensor:
+        _, kernel_t_, a_, _, _ = problems
+        return a_ / torch.bmm(v[:, None, :], kernel_t_).squeeze(1)
 
-    def update_cols(u: Tensor) -> Tensor:
-        return b / torch.bmm(u[:, None, :], kernel).squeeze(1)
+    def update_cols(problems: Problems, u: Tensor) -> Tensor:
+        kernel_, _, _, b_, _ = problems
+        return b_ / torch.bmm(u[:, None, :], kernel_).squeeze(1)
 
-    def residual(u: Tensor, u_new: Tensor) -> Tensor:
+    def residual(problems: Problems, u: Tensor, u_new: Tensor) -> Tensor:
+        _, _, a_, _, shift_ = problems
         if stop_rule == "marginal":
-            error = (a * u / u_new - a).abs()  # row sums of the current plan are a * u / u_new
+            error = (a_ * u / u_new - a_).abs()  # row sums of the current plan are a u / u_new
         else:
-            error = (u_new - u).abs() * torch.exp(shift / epsilon)[:, None]
-        return _masked_reduce(error, row_valid, mean=stop_rule == "update")
+            error = (u_new - u).abs() * torch.exp(shift_ / epsilon)[:, None]
+        return _masked_reduce(error, a_ > 0, mean=stop_rule == "update")
 
+    problems = (kernel, kernel_t, a, b, shift)
     u0 = torch.ones_like(a)
     v0 = (b > 0).to(b.dtype)
-    u, v, n_iter = _iterate(update_rows, update_cols, residual, u0, v0, max_iter, tol, check_every)
+    u, v, n_iter = _iterate(
+        update_rows, update_cols, residual, problems, u0, v0, max_iter, tol, check_every
+    )
     f = epsilon * u.log() + shift[:, None]
     g = epsilon * v.log()
     return Potentials(f, g, n_iter)

@@ -171,6 +171,21 @@ def test_each_problem_stops_on_its_own_and_check_every_does_not_change_results()
     assert torch.equal(every.n_iter, rarely.n_iter) and torch.equal(every.plan, rarely.plan)
 
 
+@pytest.mark.parametrize("scale", [1.0, 30.0])  # scaling domain, log domain
+def test_slow_problems_finish_alone_with_the_results_they_get_alone(scale: float) -> None:
+    """Once most problems converge the loop continues on the rest: results must not change."""
+    generator = torch.Generator().manual_seed(4)
+    fast = torch.rand(7, 6, 4, generator=generator, dtype=torch.float64)
+    slow = 8 * torch.rand(2, 6, 4, generator=generator, dtype=torch.float64)
+    cost = scale * torch.cat([fast[:3], slow[:1], fast[3:], slow[1:]])
+    batch = sinkhorn(cost, epsilon=0.5 * scale, max_iter=3000, tol=1e-9, check_every=2)
+    assert batch.n_iter[3] > 2 * batch.n_iter.median()
+    for index in range(cost.shape[0]):
+        alone = sinkhorn(cost[index], epsilon=0.5 * scale, max_iter=3000, tol=1e-9)
+        assert batch.n_iter[index] == alone.n_iter
+        assert torch.allclose(batch.plan[index], alone.plan, rtol=0, atol=1e-15)
+
+
 def test_fixed_iterations_when_tol_is_none() -> None:
     result = sinkhorn(torch.rand(3, 5, 4), epsilon=0.05, max_iter=3, tol=None)
     assert (result.n_iter == 3).all()
