@@ -60,19 +60,7 @@ def pairwise_ot_distance(
             f"(see reidkit.kernels.triton_supports_pairwise); got x {tuple(x.shape)}, "
             f"y {tuple(y.shape)}, grad={grad!r}"
         )
-    if backend == "triton" or (backend == "auto" and supported and x.is_cuda):
-        from reidkit.kernels import pairwise_ot_distance_triton
-
-        return pairwise_ot_distance_triton(
-            x,
-            y,
-            epsilon=epsilon,
-            max_iter=max_iter,
-            tol=tol,
-            grad=grad,
-            x_mask=x_mask,
-            stop_rule=stop_rule,
-        )
+    use_triton = backend == "triton" or (backend == "auto" and supported and x.is_cuda)
     options = _Options(epsilon, max_iter, tol, grad, stop_rule)
     if chunk_size is None:
         per_class = x.shape[0] * x.shape[1] * y.shape[1]
@@ -85,7 +73,7 @@ def pairwise_ot_distance(
             ],
             dim=1,
         )
-    return _PairwiseOT.apply(x, y, x_mask, options, chunk_size)
+    return _PairwiseOT.apply(x, y, x_mask, options, chunk_size, use_triton)
 
 
 class _Options:
@@ -153,19 +141,28 @@ class _PairwiseOT(torch.autograd.Function):
         x_mask: Tensor | None,
         options: _Options,
         chunk_size: int,
+        use_triton: bool,
     ) -> Tensor:
-        distances, fs, gs = [], [], []
-        with torch.no_grad():
-            for start in range(0, y.shape[0], chunk_size):
-                distance, f, g = _solve_chunk(
-                    x, y[start : start + chunk_size], x_mask, options, "envelope"
-                )
-                distances.append(distance)
-                fs.append(f)
-                gs.append(g)
-        ctx.save_for_backward(x, y, torch.cat(fs, dim=1), torch.cat(gs, dim=1))
+        if use_triton:
+            from reidkit.kernels import pairwise_potentials_triton
+
+            distance, f, g = pairwise_potentials_triton(
+                x, y, x_mask, options.epsilon, options.max_iter, options.tol, options.stop_rule
+            )
+        else:
+            distances, fs, gs = [], [], []
+            with torch.no_grad():
+                for start in range(0, y.shape[0], chunk_size):
+                    chunk = _solve_chunk(
+                        x, y[start : start + chunk_size], x_mask, options, "envelope"
+                    )
+                    distances.append(chunk[0])
+                    fs.append(chunk[1])
+                    gs.append(chunk[2])
+            distance, f, g = (torch.cat(parts, dim=1) for parts in (distances, fs, gs))
+        ctx.save_for_backward(x, y, f, g)
         ctx.x_mask, ctx.options, ctx.chunk_size = x_mask, options, chunk_size
-        return torch.cat(distances, dim=1).to(x.dtype)
+        return distance.to(x.dtype)
 
     @staticmethod
     def backward(  # type: ignore[override]
@@ -198,4 +195,4 @@ class _PairwiseOT(torch.autograd.Function):
             grad_cost = grad_cost.reshape(batch, stop - start, m, n)
             grad_x -= torch.einsum("blmn,lnd->bmd", grad_cost, yw[start:stop])
             grad_y[start:stop] = -torch.einsum("blmn,bmd->lnd", grad_cost, xw)
-        return grad_x.to(x.dtype), grad_y.to(y.dtype), None, None, None
+        return grad_x.to(x.dtype), grad_y.to(y.dtype), None, None, None, None
