@@ -1,5 +1,8 @@
 """Fused Triton kernels for Sinkhorn. Triton is imported lazily, only when a kernel runs.
 
+The kernels and their launchers live in :mod:`reidkit.kernels.sinkhorn_kernels`, which imports
+Triton; this module only says whether they apply.
+
 :func:`reidkit.sinkhorn` and :func:`reidkit.pairwise_ot_distance` call these entries on CUDA
 tensors (``backend="auto"``) when the shape fits on chip; the plain-torch solvers of
 :mod:`reidkit.ot` are the reference and the fallback. On a machine without CUDA the kernels run
@@ -60,39 +63,3 @@ def triton_supports_pairwise(x: Tensor, y: Tensor) -> bool:
         and x.device == y.device
         and _runs_on(x)
     )
-
-
-def sinkhorn_potentials_triton(
-    cost: Tensor,
-    a: Tensor,
-    b: Tensor,
-    epsilon: float,
-    max_iter: int,
-    tol: float | None,
-    stop_rule: str,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Potentials ``f`` ``(B, M)``, ``g`` ``(B, N)`` and ``n_iter`` ``(B,)`` of a flat batch.
-
-    See :func:`reidkit.kernels.sinkhorn_kernels.sinkhorn_potentials`.
-    """
-    from reidkit.kernels.sinkhorn_kernels import sinkhorn_potentials
-
-    return sinkhorn_potentials(cost, a, b, epsilon, max_iter, tol, stop_rule)
-
-
-def pairwise_potentials_triton(
-    x: Tensor,
-    y: Tensor,
-    x_mask: Tensor | None,
-    epsilon: float,
-    max_iter: int,
-    tol: float | None,
-    stop_rule: str,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Distances ``(B, L)`` and potentials ``(B, L, M)``, ``(B, L, N)`` from features.
-
-    See :func:`reidkit.kernels.sinkhorn_kernels.pairwise_potentials`.
-    """
-    from reidkit.kernels.sinkhorn_kernels import pairwise_potentials
-
-    return pairwise_potentials(x, y, x_mask, epsilon, max_iter, tol, stop_rule)

@@ -144,9 +144,9 @@ class _PairwiseOT(torch.autograd.Function):
         use_triton: bool,
     ) -> Tensor:
         if use_triton:
-            from reidkit.kernels import pairwise_potentials_triton
+            from reidkit.kernels.sinkhorn_kernels import pairwise_potentials
 
-            distance, f, g = pairwise_potentials_triton(
+            distance, f, g = pairwise_potentials(
                 x, y, x_mask, options.epsilon, options.max_iter, options.tol, options.stop_rule
             )
         else:

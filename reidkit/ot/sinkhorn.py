@@ -139,9 +139,9 @@ def sinkhorn(
     else:
         with torch.no_grad():
             if use_triton:
-                from reidkit.kernels import sinkhorn_potentials_triton
+                from reidkit.kernels.sinkhorn_kernels import sinkhorn_potentials
 
-                f, g, n_iter = sinkhorn_potentials_triton(
+                f, g, n_iter = sinkhorn_potentials(
                     flat_cost, flat_a, flat_b, epsilon, max_iter, tol, stop_rule
                 )
             else:
