@@ -73,7 +73,11 @@ def pairwise_ot_distance(
             ],
             dim=1,
         )
-    return _PairwiseOT.apply(x, y, x_mask, options, chunk_size, use_triton)
+    if use_triton:
+        from reidkit.kernels.sinkhorn_kernels import PairwiseOTDistance
+
+        return PairwiseOTDistance.apply(x, y, x_mask, epsilon, max_iter, tol, stop_rule, grad)
+    return _PairwiseOT.apply(x, y, x_mask, options, chunk_size)
 
 
 class _Options:
@@ -133,6 +137,8 @@ def _solve_chunk(
 
 
 class _PairwiseOT(torch.autograd.Function):
+    """The torch path: chunked over classes, saving only ``x``, ``y`` and the potentials."""
+
     @staticmethod
     def forward(  # type: ignore[override]
         ctx: torch.autograd.function.FunctionCtx,
@@ -141,25 +147,15 @@ class _PairwiseOT(torch.autograd.Function):
         x_mask: Tensor | None,
         options: _Options,
         chunk_size: int,
-        use_triton: bool,
     ) -> Tensor:
-        if use_triton:
-            from reidkit.kernels.sinkhorn_kernels import pairwise_potentials
-
-            distance, f, g = pairwise_potentials(
-                x, y, x_mask, options.epsilon, options.max_iter, options.tol, options.stop_rule
-            )
-        else:
-            distances, fs, gs = [], [], []
-            with torch.no_grad():
-                for start in range(0, y.shape[0], chunk_size):
-                    chunk = _solve_chunk(
-                        x, y[start : start + chunk_size], x_mask, options, "envelope"
-                    )
-                    distances.append(chunk[0])
-                    fs.append(chunk[1])
-                    gs.append(chunk[2])
-            distance, f, g = (torch.cat(parts, dim=1) for parts in (distances, fs, gs))
+        distances, fs, gs = [], [], []
+        with torch.no_grad():
+            for start in range(0, y.shape[0], chunk_size):
+                chunk = _solve_chunk(x, y[start : start + chunk_size], x_mask, options, "envelope")
+                distances.append(chunk[0])
+                fs.append(chunk[1])
+                gs.append(chunk[2])
+        distance, f, g = (torch.cat(parts, dim=1) for parts in (distances, fs, gs))
         ctx.save_for_backward(x, y, f, g)
         ctx.x_mask, ctx.options, ctx.chunk_size = x_mask, options, chunk_size
         return distance.to(x.dtype)
@@ -195,4 +191,4 @@ class _PairwiseOT(torch.autograd.Function):
             grad_cost = grad_cost.reshape(batch, stop - start, m, n)
             grad_x -= torch.einsum("blmn,lnd->bmd", grad_cost, yw[start:stop])
             grad_y[start:stop] = -torch.einsum("blmn,bmd->lnd", grad_cost, xw)
-        return grad_x.to(x.dtype), grad_y.to(y.dtype), None, None, None, None
+        return grad_x.to(x.dtype), grad_y.to(y.dtype), None, None, None
