@@ -1,0 +1,103 @@
+"""The common shape of every ReID data set: train, query and gallery lists of records.
+
+A record is a ``(path, pid, camid)`` tuple: the image file, the person identity and the
+0-based camera index. Train identities are relabelled to ``0..C-1`` so that they index a
+classifier directly; query and gallery keep the original identities, which only need to be
+compared with each other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+ReIDRecord = tuple[str, int, int]
+"""One image: ``(path, pid, camid)``, with ``camid`` 0-based."""
+
+
+def relabel_identities(records: Sequence[ReIDRecord]) -> list[ReIDRecord]:
+    """Map the identities of ``records`` to ``0..C-1`` in increasing order of the original pid.
+
+    Args:
+        records: ``(path, pid, camid)`` tuples.
+
+    Returns:
+        The same records, in the same order, with ``pid`` replaced by its rank among the
+        distinct pids.
+    """
+    label_of = {pid: label for label, pid in enumerate(sorted({pid for _, pid, _ in records}))}
+    return [(path, label_of[pid], camid) for path, pid, camid in records]
+
+
+class ReIDSplits:
+    """Train, query and gallery records of one data set.
+
+    Attributes:
+        train: ``(path, pid, camid)`` records with pids relabelled to ``0..num_train_pids-1``.
+        query: query records with their original pids.
+        gallery: gallery records with their original pids (distractors included where the
+            protocol keeps them).
+    """
+
+    train: list[ReIDRecord]
+    query: list[ReIDRecord]
+    gallery: list[ReIDRecord]
+
+    folder_names: tuple[str, ...] = ()
+    """Names of the folder a download unpacks to, looked up under the given root."""
+
+    def _locate_root(self, root: str | Path, marker: str) -> Path:
+        """Find the data set folder: ``root`` itself or its child named in ``folder_names``.
+
+        Args:
+            root: folder given by the user.
+            marker: relative path that exists in the data set folder (a split folder or a
+                list file).
+
+        Raises:
+            FileNotFoundError: ``root`` is not a folder.
+        """
+        root = Path(root).expanduser()
+        if not root.is_dir():
+            raise FileNotFoundError(
+                f"{type(self).__name__} root {root} does not exist; expected a folder holding "
+                f"{marker!r}"
+                + (f" or one of {list(self.folder_names)}" if self.folder_names else "")
+            )
+        if not (root / marker).exists():
+            for name in self.folder_names:
+                if (root / name / marker).exists():
+                    return root / name
+        return root
+
+    def _set_splits(
+        self,
+        train: Sequence[ReIDRecord],
+        query: Sequence[ReIDRecord],
+        gallery: Sequence[ReIDRecord],
+    ) -> None:
+        """Store the splits, relabelling the train identities."""
+        self.train = relabel_identities(train)
+        self.query = list(query)
+        self.gallery = list(gallery)
+
+    @property
+    def num_train_pids(self) -> int:
+        """Number of train identities (the classifier's number of classes)."""
+        return len({pid for _, pid, _ in self.train})
+
+    @property
+    def num_train_cams(self) -> int:
+        """Number of distinct cameras in the train split."""
+        return len({camid for _, _, camid in self.train})
+
+    def __repr__(self) -> str:
+        def describe(records: list[ReIDRecord]) -> str:
+            pids = len({pid for _, pid, _ in records})
+            cams = len({camid for _, _, camid in records})
+            return f"{len(records)} images, {pids} ids, {cams} cameras"
+
+        return (
+            f"{type(self).__name__}(train: {describe(self.train)}; "
+            f"query: {describe(self.query)}; gallery: {describe(self.gallery)})"
+        )
