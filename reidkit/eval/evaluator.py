@@ -1,0 +1,154 @@
+"""An accumulating evaluator (query features first, then gallery), and a model's evaluation."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from reidkit.eval import validation
+from reidkit.eval.distance import pairwise_distance
+from reidkit.eval.features import extract_features
+from reidkit.eval.rank import RankResult, evaluate_rank
+from reidkit.eval.reranking import rerank_from_rows
+from reidkit.eval.validation import ArrayLike
+
+_CHUNK_ELEMENTS = 1 << 24  # distance entries computed per chunk of queries
+
+
+class ReIDEvaluator:
+    """Collect ``(features, pids, camids)`` batches and report :func:`reidkit.evaluate_rank`.
+
+    The first ``num_query`` accumulated samples are the queries and the rest the gallery (the
+    order of a Market-1501 test loader over ``query + gallery``).
+
+    Args:
+        num_query: number of query samples.
+        metric: ``"cosine"`` (``1 - cos``) or ``"euclidean"``.
+        re_rank: apply k-reciprocal re-ranking (:func:`reidkit.re_ranking`) to the distances;
+            the gallery-gallery distances are computed chunk by chunk, never stored.
+        k1, k2, lambda_value: re-ranking parameters.
+        max_rank: length of the CMC curve.
+
+    Example:
+        >>> evaluator = ReIDEvaluator(num_query=len(query))
+        >>> for images, pids, camids, _ in loader:
+        ...     evaluator.update(model(images), pids, camids)
+        >>> print(evaluator.compute().summary())
+    """
+
+    def __init__(
+        self,
+        num_query: int,
+        metric: str = "cosine",
+        *,
+        re_rank: bool = False,
+        k1: int = 20,
+        k2: int = 6,
+        lambda_value: float = 0.3,
+        max_rank: int = 50,
+    ) -> None:
+        validation.check_positive_int("num_query", num_query)
+        if metric not in ("cosine", "euclidean"):
+            raise ValueError(f"metric must be 'cosine' or 'euclidean', got {metric!r}")
+        validation.check_positive_int("max_rank", max_rank)
+        self.num_query = num_query
+        self.metric = metric
+        self.re_rank = re_rank
+        self.k1, self.k2, self.lambda_value = k1, k2, lambda_value
+        self.max_rank = max_rank
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every accumulated batch."""
+        self._features: list[Tensor] = []
+        self._pids: list[Tensor] = []
+        self._camids: list[Tensor] = []
+
+    def update(self, features: ArrayLike, pids: ArrayLike, camids: ArrayLike) -> None:
+        """Append a batch: ``(B, D)`` features, ``(B,)`` pids and ``(B,)`` camids."""
+        batch = validation.as_matrix("features", features)
+        device = torch.device("cpu")
+        self._features.append(batch.float().cpu())
+        self._pids.append(validation.as_labels("pids", pids, batch.shape[0], device))
+        self._camids.append(validation.as_labels("camids", camids, batch.shape[0], device))
+
+    @property
+    def num_samples(self) -> int:
+        """Samples accumulated so far."""
+        return sum(batch.shape[0] for batch in self._features)
+
+    def distances(self) -> Tensor:
+        """``(Q, G)`` query-gallery distances (re-ranked if ``re_rank``), float32 on the CPU."""
+        if self.num_samples <= self.num_query:
+            raise ValueError(
+                f"need more than num_query={self.num_query} samples (queries then gallery), "
+                f"got {self.num_samples}"
+            )
+        features = torch.cat(self._features)
+        query, gallery = features[: self.num_query], features[self.num_query :]
+        if not self.re_rank:
+            step = max(1, _CHUNK_ELEMENTS // gallery.shape[0])
+            return torch.cat(
+                [
+                    pairwise_distance(query[s : s + step], gallery, self.metric)
+                    for s in range(0, query.shape[0], step)
+                ]
+            )
+
+        def raw_rows(start: int, stop: int) -> Tensor:
+            return pairwise_distance(features[start:stop], features, self.metric)
+
+        return rerank_from_rows(
+            raw_rows,
+            query.shape[0],
+            gallery.shape[0],
+            self.k1,
+            self.k2,
+            self.lambda_value,
+            None,
+        )
+
+    def compute(self) -> RankResult:
+        """CMC, mAP and mINP of the accumulated queries against the accumulated gallery."""
+        distances = self.distances()
+        pids, camids = torch.cat(self._pids), torch.cat(self._camids)
+        q = self.num_query
+        return evaluate_rank(distances, pids[:q], pids[q:], camids[:q], camids[q:], self.max_rank)
+
+
+def evaluate_model(
+    model: nn.Module | Callable[[Tensor], Tensor],
+    loader: Iterable[Sequence],
+    num_query: int,
+    *,
+    metric: str = "cosine",
+    flip: bool = False,
+    normalize: bool = False,
+    re_rank: bool = False,
+    device: torch.device | str | None = None,
+    progress: bool = True,
+) -> RankResult:
+    """Rank metrics of ``model`` on a query-then-gallery loader.
+
+    :func:`reidkit.extract_features` over ``loader`` followed by :class:`ReIDEvaluator`: the
+    evaluation loop of every example.
+
+    Args:
+        model: maps ``(B, 3, H, W)`` images to ``(B, D)`` features (put in eval mode for the
+            call and restored afterwards).
+        loader: yields ``(images, pids, camids[, paths])``, the ``num_query`` queries first.
+        num_query: number of query images at the start of ``loader``.
+        metric, re_rank: as in :class:`ReIDEvaluator`.
+        flip, normalize, device, progress: as in :func:`reidkit.extract_features`.
+
+    Returns:
+        :class:`reidkit.RankResult` (mAP, CMC, mINP).
+    """
+    extracted = extract_features(
+        model, loader, flip, device, normalize=normalize, progress=progress, desc="Evaluating"
+    )
+    evaluator = ReIDEvaluator(num_query, metric, re_rank=re_rank)
+    evaluator.update(extracted.features, extracted.pids, extracted.camids)
+    return evaluator.compute()

@@ -1,0 +1,118 @@
+"""extract_features with a tiny model, and ReIDEvaluator against the functional pieces."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from reidkit import ReIDEvaluator, evaluate_model, evaluate_rank, extract_features, re_ranking
+from tests.eval.references import euclidean
+
+
+class TinyModel(nn.Module):
+    """Features that change under a horizontal flip: row means of the left half and a weight."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(3 * 4 * 6, 5, dtype=torch.float64))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return images.flatten(1) @ self.weight
+
+
+def _loader(with_paths: bool = True) -> list[tuple]:
+    generator = torch.Generator().manual_seed(0)
+    batches = []
+    for b in range(3):
+        images = torch.rand(2 + b, 3, 4, 6, generator=generator, dtype=torch.float64)
+        pids, camids = torch.arange(2 + b) + 10 * b, torch.full((2 + b,), b)
+        paths = [f"img_{b}_{i}.jpg" for i in range(2 + b)]
+        batches.append((images, pids, camids, paths) if with_paths else (images, pids, camids))
+    return batches
+
+
+def test_extract_features_flip_average_and_normalisation() -> None:
+    model = TinyModel().train()
+    loader = _loader()
+    result = extract_features(model, loader, flip=True, normalize=True, progress=False)
+    images = torch.cat([batch[0] for batch in loader])
+    expected = (model(images) + model(images.flip(-1))) / 2
+    expected = expected / expected.norm(dim=1, keepdim=True)
+    torch.testing.assert_close(result.features, expected.float())
+    assert result.pids.tolist() == [0, 1, 10, 11, 12, 20, 21, 22, 23]
+    assert result.camids.tolist() == [0, 0, 1, 1, 1, 2, 2, 2, 2]
+    assert result.paths[2] == "img_1_0.jpg" and len(result.paths) == 9
+    assert model.training  # mode restored
+    features, _, _, paths = extract_features(model, _loader(False), flip=False, progress=False)
+    torch.testing.assert_close(features, model(images).detach().float())
+    assert paths == [""] * 9
+
+
+def test_extract_features_rejects_bad_batches_and_outputs() -> None:
+    with pytest.raises(ValueError, match=r"\(images, pids, camids\[, paths\]\)"):
+        extract_features(TinyModel(), [torch.zeros(2, 3, 4, 6)], progress=False)
+    with pytest.raises(ValueError, match=r"model must return \(B, D\) features"):
+        extract_features(lambda x: x, _loader(), progress=False)
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+def test_evaluator_equals_functional_evaluation(metric: str) -> None:
+    rng = np.random.default_rng(4)
+    features = rng.normal(size=(40, 6)).astype(np.float32)
+    pids, camids = rng.integers(0, 6, 40), rng.integers(0, 3, 40)
+    evaluator = ReIDEvaluator(num_query=10, metric=metric, max_rank=20)
+    for start in range(0, 40, 7):
+        evaluator.update(
+            features[start : start + 7], pids[start : start + 7], camids[start : start + 7]
+        )
+    f64 = features.astype(np.float64)
+    if metric == "cosine":
+        unit = f64 / np.linalg.norm(f64, axis=1, keepdims=True)
+        dist = 1 - unit @ unit.T
+    else:
+        dist = euclidean(f64, f64)
+    np.testing.assert_allclose(evaluator.distances().numpy(), dist[:10, 10:], atol=1e-5)
+    labels = (pids[:10], pids[10:], camids[:10], camids[10:])
+    result = evaluator.compute()
+    expected = evaluate_rank(dist[:10, 10:], *labels, max_rank=20)
+    assert result.mAP == pytest.approx(expected.mAP, abs=1e-6)
+    np.testing.assert_allclose(result.cmc, expected.cmc)
+
+    evaluator.re_rank = True
+    reranked = re_ranking(dist[:10, 10:], dist[:10, :10], dist[10:, 10:])
+    torch.testing.assert_close(evaluator.distances(), reranked, atol=1e-5, rtol=0)
+
+    evaluator.reset()
+    assert evaluator.num_samples == 0
+    with pytest.raises(ValueError, match="need more than num_query=10 samples"):
+        evaluator.compute()
+
+
+def test_evaluate_model_equals_rank_metrics_of_the_model_features() -> None:
+    model = TinyModel()
+    loader = _loader()
+    images = torch.cat([batch[0] for batch in loader])
+    pids = torch.tensor([0, 1, 10, 11, 12, 20, 21, 22, 23]) % 3  # identities shared across cams
+    camids = torch.tensor([0, 0, 1, 1, 1, 2, 2, 2, 2])
+    batches = [
+        (b[0], pids[s : s + len(b[0])], camids[s : s + len(b[0])])
+        for b, s in zip(loader, (0, 2, 5))
+    ]
+    result = evaluate_model(model, batches, num_query=3, metric="euclidean", progress=False)
+    features = model(images).detach().numpy()
+    expected = evaluate_rank(
+        euclidean(features[:3], features[3:]), pids[:3], pids[3:], camids[:3], camids[3:]
+    )
+    assert result.mAP == pytest.approx(expected.mAP, abs=1e-6)
+    np.testing.assert_allclose(result.cmc, expected.cmc)
+
+
+def test_evaluator_rejects_bad_options() -> None:
+    with pytest.raises(ValueError, match="metric must be 'cosine' or 'euclidean'"):
+        ReIDEvaluator(3, metric="manhattan")
+    with pytest.raises(ValueError, match="num_query"):
+        ReIDEvaluator(0)
+    with pytest.raises(ValueError, match=r"pids must have shape \(2,\)"):
+        ReIDEvaluator(1).update(np.zeros((2, 3)), [1, 2, 3], [0, 0])
