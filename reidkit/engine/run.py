@@ -1,0 +1,206 @@
+"""One training run of one or more stages: epochs, evaluation, checkpoints, log and report.
+
+:class:`TrainingRun` ties together the output folder, the log (``train.log``), the checkpoints
+(``last.pt``, ``{stage}_final.pt``) and the JSON report (``report.json``). Its :meth:`fit`
+runs the epochs of one stage with a :class:`~reidkit.engine.Trainer`, evaluates every
+``eval_every`` epochs and after the last one, writes a checkpoint and the report after every
+epoch, and, when the run was resumed, starts where the checkpoint left off.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from reidkit.distributed import barrier, broadcast_object, is_main_process
+from reidkit.engine.checkpoint import (
+    CheckpointManager,
+    Stateful,
+    TrainingState,
+    resolve_resume_path,
+)
+from reidkit.engine.progress import format_metrics, setup_logging
+from reidkit.engine.report import RunReport
+from reidkit.engine.trainer import StepFunction, Trainer
+
+Evaluate = Callable[[], Any]
+REPORT_FILE = "report.json"
+RANKS = (1, 5, 10)
+
+
+def evaluation_metrics(result: Any) -> dict[str, float]:
+    """Flat metrics from what an evaluation returns.
+
+    Args:
+        result: a mapping of scalars, or a rank result with ``mAP``, ``mINP`` and ``cmc``
+            (such as :class:`reidkit.RankResult`), which gives ``mAP``, ``mINP``, ``R1``,
+            ``R5`` and ``R10`` (the ranks its ``cmc`` covers).
+    """
+    if isinstance(result, Mapping):
+        return {str(name): float(value) for name, value in result.items()}
+    if all(hasattr(result, name) for name in ("mAP", "mINP", "cmc")):
+        metrics = {"mAP": float(result.mAP), "mINP": float(result.mINP)}
+        metrics.update({f"R{k}": float(result.cmc[k - 1]) for k in RANKS if k <= len(result.cmc)})
+        return metrics
+    raise ValueError(
+        "evaluate must return a mapping of scalars or a rank result with mAP, mINP and cmc, "
+        f"got {type(result).__name__}"
+    )
+
+
+def _set_loader_epoch(batches: Iterable[Any], epoch: int) -> None:
+    """Tell samplers with ``set_epoch`` (distributed, P x K) which epoch starts."""
+    for holder in (
+        batches,
+        getattr(batches, "sampler", None),
+        getattr(batches, "batch_sampler", None),
+    ):
+        set_epoch = getattr(holder, "set_epoch", None)
+        if callable(set_epoch):
+            set_epoch(epoch)
+
+
+class TrainingRun:
+    """Output folder, log, checkpoints and report shared by the stages of a run.
+
+    Args:
+        output_dir: folder of ``train.log``, ``report.json`` and the checkpoints.
+        stages: the stage names, in the order they run.
+        config: the run's configuration, stored in the report.
+        resume: ``None``, ``"auto"``, a folder or a checkpoint file (see
+            :func:`~reidkit.engine.resolve_resume_path`).
+        eval_every: evaluate every this many epochs (0: only after a stage's last epoch).
+        checkpoint_every: write ``last.pt`` every this many epochs (and after the last one).
+
+    Attributes:
+        logger: the ``reidkit`` logger.
+        report: the :class:`~reidkit.engine.RunReport`.
+        checkpoints: the :class:`~reidkit.engine.CheckpointManager`.
+    """
+
+    def __init__(
+        self,
+        output_dir: str | Path,
+        stages: Sequence[str],
+        *,
+        config: Any = None,
+        resume: str | Path | None = None,
+        eval_every: int = 0,
+        checkpoint_every: int = 1,
+    ) -> None:
+        for name, value, low in (
+            ("eval_every", eval_every, 0),
+            ("checkpoint_every", checkpoint_every, 1),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        self.output_dir = Path(output_dir)
+        self.eval_every = eval_every
+        self.checkpoint_every = checkpoint_every
+        self.logger: logging.Logger = setup_logging(self.output_dir)
+        self.report = RunReport(self.output_dir / REPORT_FILE, config)
+        self.checkpoints = CheckpointManager(self.output_dir, stages)
+        self.checkpoints.track("report", self.report)
+        resume_path = resolve_resume_path(resume, self.output_dir)
+        if resume_path is not None:
+            state = self.checkpoints.load(resume_path)
+            self.report.note_resume(state.stage, state.epoch)
+            self.logger.info(
+                "resumed from %s: stage %s, %d epochs done", resume_path, state.stage, state.epoch
+            )
+
+    def track(self, name: str, obj: Stateful) -> Stateful:
+        """Checkpoint ``obj`` under ``name`` (restored now if the run was resumed)."""
+        return self.checkpoints.track(name, obj)
+
+    def stage_completed(self, stage: str) -> bool:
+        """Whether a resumed checkpoint already covers ``stage``: skip its set-up as well."""
+        return self.checkpoints.stage_completed(stage)
+
+    def evaluate(self, stage: str, epoch: int, evaluate: Evaluate) -> dict[str, float]:
+        """Run ``evaluate`` on rank 0, log and record its metrics, and share them with every rank.
+
+        ``evaluate`` returns a mapping of scalars or a rank result (see
+        :func:`evaluation_metrics`). It runs on rank 0 only, so it must not call collectives
+        (evaluate the unwrapped model, e.g. ``reidkit.distributed.unwrap_model(model)``).
+        """
+        metrics: dict[str, float] = {}
+        if is_main_process():
+            metrics = evaluation_metrics(evaluate())
+        metrics = broadcast_object(metrics)
+        self.report.log_evaluation(stage, epoch, metrics)
+        self.logger.info(
+            "[%s] evaluation after epoch %d: %s", stage, epoch, format_metrics(metrics)
+        )
+        return metrics
+
+    def fit(
+        self,
+        stage: str,
+        trainer: Trainer,
+        batches: Iterable[Any],
+        step: StepFunction,
+        *,
+        epochs: int,
+        evaluate: Evaluate | None = None,
+    ) -> dict[str, float]:
+        """Train ``stage`` for ``epochs`` epochs (or the ones a resumed checkpoint has not done).
+
+        Each epoch: ``set_epoch`` on the loader's sampler, :meth:`Trainer.run_epoch`, the
+        schedulers' step, a log line and a report entry, evaluation when due (every
+        ``eval_every`` epochs and after the last epoch), a checkpoint when due, the report.
+
+        Args:
+            stage: one of the run's stage names.
+            trainer: the stage's optimisers, schedulers and AMP settings.
+            batches: the training loader (iterated once per epoch).
+            step: the step function (batch to loss, see :mod:`reidkit.engine.trainer`).
+            epochs: number of epochs of the stage.
+            evaluate: returns metrics such as ``{"mAP": ..., "R1": ...}`` or a
+                :class:`reidkit.RankResult`; ``None``: no evaluation.
+
+        Returns:
+            The metrics of the stage's latest evaluation (``{}`` without one).
+        """
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
+            raise ValueError(f"epochs must be an integer >= 0, got {epochs!r}")
+        if self.stage_completed(stage):
+            self.logger.info("[%s] already completed by the resumed checkpoint; skipped", stage)
+            return self.report.last_evaluation(stage)
+        start = self.checkpoints.resume_epoch(stage, trainer)
+        for epoch in range(start + 1, epochs + 1):
+            _set_loader_epoch(batches, epoch - 1)
+            started = time.perf_counter()
+            metrics = trainer.run_epoch(batches, step, desc=f"{stage} {epoch}/{epochs}")
+            trainer.end_epoch()
+            elapsed = time.perf_counter() - started
+            self.report.log_epoch(stage, epoch, metrics, elapsed)
+            self.logger.info(
+                "[%s] epoch %d/%d %s (%.1fs)",
+                stage,
+                epoch,
+                epochs,
+                format_metrics(metrics),
+                elapsed,
+            )
+            last = epoch == epochs
+            if evaluate is not None and (
+                last or (self.eval_every and epoch % self.eval_every == 0)
+            ):
+                self.evaluate(stage, epoch, evaluate)
+            if last or epoch % self.checkpoint_every == 0:
+                self.checkpoints.save(TrainingState(stage, epoch, last), trainer)
+            self.report.save()
+        return self.report.last_evaluation(stage)
+
+    def finish(self, results: Mapping[str, Any] | None = None) -> Path:
+        """Store final ``results`` in the report, write it, and return its path."""
+        for name, value in (results or {}).items():
+            self.report.set_result(name, value)
+        path = self.report.save()
+        barrier()
+        self.logger.info("report written to %s", path)
+        return path

@@ -1,0 +1,138 @@
+"""Learning-rate schedules with a linear warm-up: multi-step decay and cosine decay.
+
+Both are :class:`torch.optim.lr_scheduler.LRScheduler` subclasses stepped once per epoch
+(call ``scheduler.step()`` after each epoch). With ``e`` the 0-based index of the epoch about
+to run, ``W`` the warm-up length and ``s`` the warm-up start factor, every parameter group runs
+at ``base_lr * factor(e)`` where, during the warm-up (``e < W``),
+
+.. math:: \\text{factor}(e) = s + (1 - s)\\,e / W,
+
+so the first epoch runs at ``s * base_lr`` and epoch ``W`` reaches ``base_lr``. Afterwards:
+
+* :class:`WarmupMultiStepLR`: ``factor(e) = gamma ** (number of milestones <= e)``.
+  MMPL stage 2: ``base_lr = 5e-6``, ``W = 10``, ``s = 0.1`` (from ``5e-7``),
+  ``milestones = (30, 50)``, ``gamma = 0.1``.
+* :class:`WarmupCosineLR`: with ``t = (e - W) / (T - W)`` the progress through the remaining
+  ``T - W`` epochs, ``factor(e) = m + (1 - m) (1 + cos(pi t)) / 2`` where ``m`` is the final
+  factor. AAformer: ``W = 10`` then cosine decay to the end of training.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from bisect import bisect_right
+from collections.abc import Sequence
+
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
+
+
+def _check_warmup(warmup_epochs: int, warmup_start_factor: float) -> None:
+    if isinstance(warmup_epochs, bool) or not isinstance(warmup_epochs, int) or warmup_epochs < 0:
+        raise ValueError(f"warmup_epochs must be an integer >= 0, got {warmup_epochs!r}")
+    if not 0 < warmup_start_factor <= 1:
+        raise ValueError(f"warmup_start_factor must be in (0, 1], got {warmup_start_factor!r}")
+
+
+class _WarmupScheduler(LRScheduler):
+    """Linear warm-up from ``warmup_start_factor`` to 1; subclasses give the decay after it."""
+
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        warmup_epochs: int,
+        warmup_start_factor: float,
+        last_epoch: int = -1,
+    ) -> None:
+        _check_warmup(warmup_epochs, warmup_start_factor)
+        self.warmup_epochs = warmup_epochs
+        self.warmup_start_factor = warmup_start_factor
+        super().__init__(optimizer, last_epoch)
+
+    def factor(self, epoch: int) -> float:
+        """The multiplier of the base learning rates at 0-based epoch ``epoch``."""
+        if epoch < self.warmup_epochs:
+            start = self.warmup_start_factor
+            return start + (1.0 - start) * epoch / self.warmup_epochs
+        return self.decay_factor(epoch)
+
+    def decay_factor(self, epoch: int) -> float:
+        raise NotImplementedError
+
+    def get_lr(self) -> list[float]:
+        factor = self.factor(max(self.last_epoch, 0))
+        return [base_lr * factor for base_lr in self.base_lrs]
+
+
+class WarmupMultiStepLR(_WarmupScheduler):
+    """Linear warm-up, then the learning rate times ``gamma`` at each milestone.
+
+    Args:
+        optimizer: the wrapped optimiser; its group learning rates are the base rates.
+        milestones: increasing 0-based epoch indices from which one more ``gamma`` applies.
+        gamma: decay per milestone, in (0, 1].
+        warmup_epochs: warm-up length ``W`` (0 disables it).
+        warmup_start_factor: ``s``, the fraction of the base rate of the first epoch.
+        last_epoch: index of the last epoch run, -1 to start.
+    """
+
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        milestones: Sequence[int],
+        gamma: float = 0.1,
+        warmup_epochs: int = 10,
+        warmup_start_factor: float = 0.1,
+        last_epoch: int = -1,
+    ) -> None:
+        milestones = list(milestones)
+        if any(b <= a for a, b in itertools.pairwise(milestones)) or any(m < 0 for m in milestones):
+            raise ValueError(f"milestones must be increasing integers >= 0, got {milestones!r}")
+        if not 0 < gamma <= 1:
+            raise ValueError(f"gamma must be in (0, 1], got {gamma!r}")
+        self.milestones = milestones
+        self.gamma = gamma
+        super().__init__(optimizer, warmup_epochs, warmup_start_factor, last_epoch)
+
+    def decay_factor(self, epoch: int) -> float:
+        return self.gamma ** bisect_right(self.milestones, epoch)
+
+
+class WarmupCosineLR(_WarmupScheduler):
+    """Linear warm-up, then a half cosine down to ``final_factor`` at epoch ``total_epochs``.
+
+    Args:
+        optimizer: the wrapped optimiser; its group learning rates are the base rates.
+        total_epochs: ``T``, the number of epochs of the whole schedule (``> warmup_epochs``).
+        warmup_epochs: warm-up length ``W`` (0 disables it).
+        warmup_start_factor: ``s``, the fraction of the base rate of the first epoch.
+        final_factor: ``m``, the fraction of the base rate the cosine reaches at ``T``.
+        last_epoch: index of the last epoch run, -1 to start.
+    """
+
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        total_epochs: int,
+        warmup_epochs: int = 10,
+        warmup_start_factor: float = 0.01,
+        final_factor: float = 0.0,
+        last_epoch: int = -1,
+    ) -> None:
+        if isinstance(total_epochs, bool) or not isinstance(total_epochs, int):
+            raise ValueError(f"total_epochs must be an integer, got {total_epochs!r}")
+        if isinstance(warmup_epochs, int) and total_epochs <= warmup_epochs:
+            raise ValueError(
+                f"total_epochs must exceed warmup_epochs={warmup_epochs}, got {total_epochs}"
+            )
+        if not 0 <= final_factor <= 1:
+            raise ValueError(f"final_factor must be in [0, 1], got {final_factor!r}")
+        self.total_epochs = total_epochs
+        self.final_factor = final_factor
+        super().__init__(optimizer, warmup_epochs, warmup_start_factor, last_epoch)
+
+    def decay_factor(self, epoch: int) -> float:
+        progress = min((epoch - self.warmup_epochs) / (self.total_epochs - self.warmup_epochs), 1)
+        cosine = 0.5 * (1.0 + math.cos(math.pi * progress))
+        return self.final_factor + (1.0 - self.final_factor) * cosine

@@ -1,0 +1,175 @@
+"""Optimisation steps and the epoch loop around a user's step function.
+
+A *step function* takes one batch and returns the loss to minimise, either as a scalar tensor
+or as a mapping with a ``"loss"`` entry and any other scalars to report::
+
+    def step(batch):
+        images, pids = move_to_device(batch[:2], device)
+        logits, features = model(images)
+        id_loss, tri_loss = ce(logits, pids), triplet(features, pids)
+        return {"loss": id_loss + tri_loss, "id": id_loss, "triplet": tri_loss}
+
+:class:`Trainer` runs it under autocast when AMP is on, back-propagates (through a gradient
+scaler on CUDA), clips the gradient norm if asked, steps every optimiser, and averages the
+reported scalars over the epoch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
+
+from reidkit.engine.meters import MetricTracker
+from reidkit.engine.progress import format_metrics, progress_bar
+
+StepOutput = Tensor | Mapping[str, Tensor | float]
+StepFunction = Callable[[Any], StepOutput]
+
+
+def move_to_device(batch: Any, device: torch.device | str) -> Any:
+    """``batch`` with every tensor (inside tuples, lists and dicts) moved to ``device``."""
+    if isinstance(batch, Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, Mapping):
+        return {key: move_to_device(value, device) for key, value in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(move_to_device(value, device) for value in batch)
+    return batch
+
+
+def _split_step_output(output: StepOutput) -> tuple[Tensor, dict[str, Tensor | float]]:
+    if isinstance(output, Tensor):
+        loss, metrics = output, {}
+    elif isinstance(output, Mapping) and isinstance(output.get("loss"), Tensor):
+        loss, metrics = output["loss"], {k: v for k, v in output.items() if k != "loss"}
+    else:
+        raise ValueError(
+            "the step function must return a scalar loss tensor or a mapping with a 'loss' tensor"
+        )
+    if loss.numel() != 1:
+        raise ValueError(f"the loss must be a scalar, got shape {tuple(loss.shape)}")
+    return loss.reshape(()), metrics
+
+
+class Trainer:
+    """Optimisers, schedulers and AMP state of one training stage.
+
+    Args:
+        optimizers: one optimiser or several (e.g. MMPL's agent and prompt optimisers); all are
+            stepped on the same loss, so each should own a disjoint set of parameters.
+        schedulers: learning-rate schedulers stepped once per epoch by :meth:`end_epoch`.
+        amp: run the step function under :func:`torch.autocast` (float16 with a gradient
+            scaler on CUDA, bfloat16 on the CPU).
+        grad_clip_norm: clip the total gradient norm of all optimised parameters to this value
+            (``None``: no clipping).
+        device: device of the computation (selects the autocast type).
+    """
+
+    def __init__(
+        self,
+        optimizers: Optimizer | Sequence[Optimizer],
+        schedulers: LRScheduler | Sequence[LRScheduler] = (),
+        *,
+        amp: bool = False,
+        grad_clip_norm: float | None = None,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        self.optimizers = [optimizers] if isinstance(optimizers, Optimizer) else list(optimizers)
+        if not self.optimizers or not all(isinstance(o, Optimizer) for o in self.optimizers):
+            raise ValueError("optimizers must be a torch Optimizer or a non-empty list of them")
+        self.schedulers = [schedulers] if isinstance(schedulers, LRScheduler) else list(schedulers)
+        if grad_clip_norm is not None and not grad_clip_norm > 0:
+            raise ValueError(f"grad_clip_norm must be None or > 0, got {grad_clip_norm!r}")
+        self.device = torch.device(device)
+        self.amp = amp
+        self.grad_clip_norm = grad_clip_norm
+        self.amp_dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
+        self.scaler = torch.amp.GradScaler(
+            self.device.type, enabled=amp and self.device.type == "cuda"
+        )
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """The autocast context of the forward pass (a no-op context without AMP)."""
+        if not self.amp:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def parameters(self) -> list[Tensor]:
+        """Every parameter the optimisers update."""
+        return [p for o in self.optimizers for group in o.param_groups for p in group["params"]]
+
+    def learning_rates(self) -> dict[str, float]:
+        """Current learning rate of each optimiser's first group: ``lr``, ``lr_1``, ..."""
+        return {
+            ("lr" if i == 0 else f"lr_{i}"): float(o.param_groups[0]["lr"])
+            for i, o in enumerate(self.optimizers)
+        }
+
+    def optimize(self, loss: Tensor) -> None:
+        """Back-propagate ``loss`` and step every optimiser (gradients are zeroed first)."""
+        for optimizer in self.optimizers:
+            optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.grad_clip_norm is not None:
+            for optimizer in self.optimizers:
+                self.scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(self.parameters(), self.grad_clip_norm)
+        for optimizer in self.optimizers:
+            self.scaler.step(optimizer)
+        self.scaler.update()
+
+    def run_epoch(
+        self, batches: Iterable[Any], step: StepFunction, *, desc: str = "train"
+    ) -> dict[str, float]:
+        """One pass over ``batches``: forward with ``step``, then :meth:`optimize`.
+
+        Returns:
+            The epoch averages of ``loss`` and of every other scalar the step reported
+            (averaged over ranks under ``torch.distributed``), plus the learning rates the
+            epoch ran at.
+        """
+        rates = self.learning_rates()
+        tracker = MetricTracker()
+        bar = progress_bar(batches, desc=desc)
+        for index, batch in enumerate(bar):
+            with self.autocast():
+                loss, metrics = _split_step_output(step(batch))
+            self.optimize(loss)
+            tracker.update({"loss": loss.detach(), **metrics})
+            if index % 10 == 0 and hasattr(bar, "set_postfix_str"):
+                bar.set_postfix_str(format_metrics(tracker.averages()))
+        return {**tracker.averages(across_ranks=True), **rates}
+
+    def end_epoch(self) -> None:
+        """Step every scheduler (call once after each epoch)."""
+        for scheduler in self.schedulers:
+            scheduler.step()
+
+    def state_dict(self) -> dict[str, Any]:
+        """Optimiser, scheduler and scaler states, for checkpoints."""
+        return {
+            "optimizers": [o.state_dict() for o in self.optimizers],
+            "schedulers": [s.state_dict() for s in self.schedulers],
+            "scaler": self.scaler.state_dict(),
+        }
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict`'s output (same number of optimisers and schedulers)."""
+        optimizers, schedulers = state_dict["optimizers"], state_dict["schedulers"]
+        if len(optimizers) != len(self.optimizers) or len(schedulers) != len(self.schedulers):
+            raise ValueError(
+                f"state_dict holds {len(optimizers)} optimisers and {len(schedulers)} schedulers;"
+                f" this trainer has {len(self.optimizers)} and {len(self.schedulers)}"
+            )
+        for optimizer, state in zip(self.optimizers, optimizers):
+            optimizer.load_state_dict(state)
+        for scheduler, state in zip(self.schedulers, schedulers):
+            scheduler.load_state_dict(state)
+        if state_dict["scaler"]:
+            self.scaler.load_state_dict(state_dict["scaler"])

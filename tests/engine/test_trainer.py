@@ -1,0 +1,93 @@
+"""Optimisation steps: clipping, several optimisers, AMP, step outputs, epoch averages."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from reidkit.engine import MetricTracker, Trainer, move_to_device
+
+
+def test_clipping_scales_the_gradient_to_the_maximum_norm() -> None:
+    weight = nn.Parameter(torch.tensor([3.0, 4.0]))
+    trainer = Trainer(torch.optim.SGD([weight], lr=1.0), grad_clip_norm=1.0)
+    trainer.optimize((weight * torch.tensor([3.0, 4.0])).sum())  # gradient (3, 4), norm 5
+    torch.testing.assert_close(weight.detach(), torch.tensor([3.0 - 0.6, 4.0 - 0.8]))
+
+
+def test_every_optimiser_steps_on_the_shared_loss() -> None:
+    a, b = nn.Parameter(torch.ones(1)), nn.Parameter(torch.ones(1))
+    trainer = Trainer([torch.optim.SGD([a], lr=0.5), torch.optim.SGD([b], lr=0.25)])
+    trainer.optimize(2 * a.sum() + 4 * b.sum())
+    assert a.item() == pytest.approx(0.0) and b.item() == pytest.approx(0.0)
+    assert trainer.learning_rates() == {"lr": 0.5, "lr_1": 0.25}
+
+
+def test_run_epoch_averages_what_the_step_reports() -> None:
+    weight = nn.Parameter(torch.zeros(1))
+    trainer = Trainer(torch.optim.SGD([weight], lr=0.0))
+    values = iter([1.0, 2.0, 6.0])
+
+    def step(batch):
+        value = next(values)
+        return {"loss": weight.sum() + value, "double": 2 * value}
+
+    metrics = trainer.run_epoch(range(3), step)
+    assert metrics == pytest.approx({"loss": 3.0, "double": 6.0, "lr": 0.0})
+
+
+def test_amp_on_the_cpu_runs_in_bfloat16() -> None:
+    layer = nn.Linear(4, 2)
+    trainer = Trainer(torch.optim.SGD(layer.parameters(), lr=0.1), amp=True)
+    seen = []
+
+    def step(batch):
+        output = layer(batch)
+        seen.append(output.dtype)
+        return output.float().pow(2).mean()
+
+    trainer.run_epoch([torch.randn(3, 4)], step)
+    assert seen == [torch.bfloat16]
+
+
+def test_state_dict_round_trip() -> None:
+    weight = nn.Parameter(torch.ones(2))
+    optimizer = torch.optim.Adam([weight], lr=0.1)
+    trainer = Trainer(optimizer, torch.optim.lr_scheduler.StepLR(optimizer, 1, 0.5))
+    trainer.optimize(weight.pow(2).sum())
+    trainer.end_epoch()
+    other_weight = nn.Parameter(torch.ones(2))
+    other_optimizer = torch.optim.Adam([other_weight], lr=0.1)
+    other = Trainer(other_optimizer, torch.optim.lr_scheduler.StepLR(other_optimizer, 1, 0.5))
+    other.load_state_dict(trainer.state_dict())
+    assert other.learning_rates() == {"lr": 0.05}
+    torch.testing.assert_close(
+        other_optimizer.state[other_weight]["exp_avg"], optimizer.state[weight]["exp_avg"]
+    )
+    with pytest.raises(ValueError, match="optimisers"):
+        Trainer(torch.optim.SGD([weight], lr=1.0)).load_state_dict(trainer.state_dict())
+
+
+def test_bad_step_output_and_options() -> None:
+    weight = nn.Parameter(torch.zeros(2))
+    trainer = Trainer(torch.optim.SGD([weight], lr=1.0))
+    with pytest.raises(ValueError, match="'loss'"):
+        trainer.run_epoch([0], lambda batch: {"total": weight.sum()})
+    with pytest.raises(ValueError, match="scalar"):
+        trainer.run_epoch([0], lambda batch: weight * 2)
+    with pytest.raises(ValueError, match="grad_clip_norm"):
+        Trainer(torch.optim.SGD([weight], lr=1.0), grad_clip_norm=0.0)
+    with pytest.raises(ValueError, match="optimizers"):
+        Trainer([])
+
+
+def test_metric_tracker_and_move_to_device() -> None:
+    tracker = MetricTracker()
+    tracker.update({"loss": torch.tensor(1.0), "acc": 0.5})
+    tracker.update({"loss": torch.tensor(3.0)})
+    assert tracker.averages() == {"loss": 2.0, "acc": 0.5}
+    with pytest.raises(ValueError, match="scalar"):
+        tracker.update({"loss": torch.ones(2)})
+    batch = move_to_device((torch.ones(1), [torch.zeros(1)], {"k": torch.ones(1)}, "path"), "cpu")
+    assert isinstance(batch, tuple) and batch[3] == "path" and batch[2]["k"].device.type == "cpu"
