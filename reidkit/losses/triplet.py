@@ -1,0 +1,90 @@
+"""Batch-hard triplet loss (Hermans et al., 2017), the metric loss of ReID baselines.
+
+For each anchor ``i`` of the batch, the hardest positive is the farthest sample of the same
+identity (other than ``i``) and the hardest negative the closest sample of another identity:
+
+.. math::
+
+    d^+_i = \\max_{j \\ne i,\\, y_j = y_i} d(x_i, x_j), \\qquad
+    d^-_i = \\min_{k:\\, y_k \\ne y_i} d(x_i, x_k),
+
+    \\ell_i = \\max(0, d^+_i - d^-_i + m) \\quad\\text{or, with a soft margin,}\\quad
+    \\ell_i = \\log(1 + \\exp(d^+_i - d^-_i)).
+
+Anchors without a positive (an identity seen once) or without a negative (a batch of one
+identity) have no triplet: they are left out of the mean.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from reidkit.losses.base import ReductionLoss, check_features, check_labels
+from reidkit.losses.similarity import DISTANCES, pairwise_distance
+
+
+class TripletLoss(ReductionLoss):
+    """Batch-hard triplet loss with a margin or a soft margin.
+
+    Args:
+        margin: ``m`` > 0 for the hinge; ``None`` for the soft margin ``softplus``.
+        distance: ``"euclidean"`` or ``"cosine"`` (``1 - cos``).
+        normalize: L2-normalise the features before the distances.
+        reduction: ``"mean"`` (over anchors with a triplet), ``"sum"`` or ``"none"``.
+    """
+
+    def __init__(
+        self,
+        margin: float | None = 0.3,
+        distance: str = "euclidean",
+        normalize: bool = False,
+        reduction: str = "mean",
+    ) -> None:
+        super().__init__(reduction)
+        if margin is not None and not margin > 0:
+            raise ValueError(f"margin must be None (soft margin) or > 0, got {margin!r}")
+        if distance not in DISTANCES:
+            raise ValueError(f"distance must be one of {DISTANCES}, got {distance!r}")
+        self.margin = margin
+        self.distance = distance
+        self.normalize = normalize
+
+    def hardest(self, features: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Hardest-positive and hardest-negative distances of every anchor.
+
+        Args:
+            features: ``(N, D)``.
+            labels: ``(N,)`` identities.
+
+        Returns:
+            ``d_pos`` ``(N,)``, ``d_neg`` ``(N,)`` and ``valid`` ``(N,)``, true where the anchor
+            has both a positive and a negative (the distances of other rows are meaningless).
+        """
+        check_features("features", features)
+        check_labels("labels", labels, features.shape[0])
+        if self.normalize:
+            features = F.normalize(features, dim=-1)
+        distances = pairwise_distance(features, features, self.distance)
+        same = labels.unsqueeze(0) == labels.unsqueeze(1)
+        eye = torch.eye(len(labels), dtype=torch.bool, device=labels.device)
+        positive = same & ~eye
+        negative = ~same
+        far = torch.finfo(distances.dtype).max
+        d_pos = distances.masked_fill(~positive, -far).amax(dim=1)
+        d_neg = distances.masked_fill(~negative, far).amin(dim=1)
+        return d_pos, d_neg, positive.any(dim=1) & negative.any(dim=1)
+
+    def forward(self, features: Tensor, labels: Tensor) -> Tensor:
+        """Loss of ``features`` ``(N, D)`` with identities ``labels`` ``(N,)``."""
+        d_pos, d_neg, valid = self.hardest(features, labels)
+        gap = (d_pos - d_neg).where(valid, d_pos.new_zeros(()))
+        losses = F.softplus(gap) if self.margin is None else F.relu(gap + self.margin)
+        return self.reduce(losses, valid)
+
+    def extra_repr(self) -> str:
+        return (
+            f"margin={self.margin}, distance={self.distance!r}, normalize={self.normalize}, "
+            f"{super().extra_repr()}"
+        )
