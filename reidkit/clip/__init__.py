@@ -1,0 +1,20 @@
+"""open_clip backbones for person ReID: loading, re-gridding, and text and image encoders.
+
+This subpackage imports open_clip; :mod:`reidkit` itself resolves these names lazily.
+"""
+
+from reidkit.clip.image_encoder import CLIPImageEncoder, ImageFeatures
+from reidkit.clip.loading import load_clip
+from reidkit.clip.resize import interpolate_positional_embedding, resize_visual_grid
+from reidkit.clip.text_encoder import CLIPTextEncoder, TextFeatures, text_tower
+
+__all__ = [
+    "CLIPImageEncoder",
+    "CLIPTextEncoder",
+    "ImageFeatures",
+    "TextFeatures",
+    "interpolate_positional_embedding",
+    "load_clip",
+    "resize_visual_grid",
+    "text_tower",
+]

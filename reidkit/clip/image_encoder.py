@@ -1,0 +1,132 @@
+"""CLIP's ViT image encoder with every feature ReID heads need and optional visual prompts.
+
+Besides the projected global feature ``V = I(I)`` (MMPL eq. 1) that ``encode_image`` returns,
+person ReID uses the class token before the projection (for BNNeck and ID heads), the patch
+tokens as a spatial map (for part and patch-level alignment) and intermediate layers. Visual
+prompts ``P_v`` (MMPL eq. 21) are extra tokens that join the sequence
+``[CLS, patches, prompts]`` before ``ln_pre`` and take part in every attention layer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from open_clip.transformer import VisionTransformer
+from torch import Tensor, nn
+
+from reidkit.clip.transformer import check_layer_indices, run_transformer
+
+
+@dataclass
+class ImageFeatures:
+    """Outputs of :class:`CLIPImageEncoder` for a batch of ``B`` images on an ``h x w`` grid.
+
+    Attributes:
+        embedding: ``(B, embed_dim)`` projected class token, equal to ``encode_image``.
+        cls: ``(B, width)`` class token after ``ln_post``, before the projection.
+        patches: ``(B, h, w, width)`` patch tokens after ``ln_post`` (prompts dropped).
+        projected_patches: ``(B, h, w, embed_dim)`` the patch tokens through the projection.
+        layers: outputs of the requested blocks, each ``(B, 1 + h * w + K, width)`` with the
+            ``K`` prompt tokens last, in the order of ``return_layers``.
+    """
+
+    embedding: Tensor
+    cls: Tensor
+    patches: Tensor
+    projected_patches: Tensor
+    layers: tuple[Tensor, ...]
+
+
+class CLIPImageEncoder(nn.Module):
+    """The vision transformer of an open_clip CLIP model, returning :class:`ImageFeatures`.
+
+    Only class-token pooling ViTs are supported (the CLIP ViTs), without patch dropout or
+    attentional pooling. The encoder holds ``clip_model.visual`` (shared, not copied), so a later
+    :func:`~reidkit.clip.resize.resize_visual_grid` is seen by it.
+
+    Args:
+        clip_model: an open_clip ``CLIP`` or ``CustomTextCLIP`` with a ViT vision tower.
+        return_layers: indices of the residual blocks whose outputs to return (negative indices
+            count from the end).
+        checkpoint_activations: recompute each block in the backward pass to save memory.
+    """
+
+    def __init__(
+        self,
+        clip_model: nn.Module,
+        return_layers: Sequence[int] = (),
+        checkpoint_activations: bool = False,
+    ) -> None:
+        super().__init__()
+        visual = clip_model.visual
+        if not isinstance(visual, VisionTransformer):
+            raise ValueError(
+                f"clip_model must have a ViT vision tower, got {type(visual).__name__}"
+            )
+        if visual.attn_pool is not None or visual.pool_type != "tok":
+            raise ValueError(
+                "clip_model: only class-token pooling is supported, got "
+                f"pool_type={visual.pool_type!r} with attentional pooling "
+                f"{visual.attn_pool is not None}"
+            )
+        if not isinstance(visual.patch_dropout, nn.Identity):
+            raise ValueError("clip_model: patch dropout is not supported; build it with 0")
+        self.visual = visual
+        self.return_layers = check_layer_indices(visual.transformer, return_layers)
+        self.checkpoint_activations = checkpoint_activations
+
+    def forward(self, images: Tensor, prompts: Tensor | None = None) -> ImageFeatures:
+        """Encode images, optionally with visual prompt tokens.
+
+        Args:
+            images: ``(B, C, H, W)`` at the tower's ``image_size``.
+            prompts: ``(B, K, width)`` extra tokens appended after the patch tokens, or ``None``.
+
+        Returns:
+            :class:`ImageFeatures`.
+        """
+        visual = self.visual
+        conv = visual.conv1
+        if images.dim() != 4 or images.shape[1] != conv.in_channels:
+            raise ValueError(
+                f"images must have shape (B, {conv.in_channels}, H, W), got {tuple(images.shape)}"
+            )
+        x = conv(images.to(conv.weight.dtype))
+        batch, width, grid_h, grid_w = x.shape
+        if (grid_h, grid_w) != tuple(visual.grid_size):
+            raise ValueError(
+                f"images must be {tuple(visual.image_size)} (H, W) for the {visual.grid_size} "
+                f"patch grid, got {tuple(images.shape[2:])}"
+            )
+        class_token = visual.class_embedding.view(1, 1, width).expand(batch, -1, -1)
+        x = torch.cat([class_token.to(x.dtype), x.flatten(2).transpose(1, 2)], dim=1)
+        x = x + visual.positional_embedding.to(x.dtype)
+        if prompts is not None:
+            if prompts.dim() != 3 or prompts.shape[0] != batch or prompts.shape[2] != width:
+                raise ValueError(
+                    f"prompts must have shape ({batch}, K, {width}), got {tuple(prompts.shape)}"
+                )
+            x = torch.cat([x, prompts.to(x.dtype)], dim=1)
+        x = visual.ln_pre(x)
+        x, layers = run_transformer(
+            visual.transformer,
+            x,
+            return_layers=self.return_layers,
+            checkpoint_activations=self.checkpoint_activations,
+        )
+        x = visual.ln_post(x)
+        cls = x[:, 0]
+        patches = x[:, 1 : 1 + grid_h * grid_w].reshape(batch, grid_h, grid_w, width)
+        return ImageFeatures(
+            embedding=self._project(cls),
+            cls=cls,
+            patches=patches,
+            projected_patches=self._project(patches),
+            layers=layers,
+        )
+
+    def _project(self, features: Tensor) -> Tensor:
+        projection = self.visual.proj
+        return features if projection is None else features @ projection

@@ -1,0 +1,181 @@
+"""CLIP's text encoder applied to token embeddings, so that prompts can hold learnable vectors.
+
+``CLIP.encode_text`` starts from token ids. Prompt learning (CoOp, CLIP-ReID, MMPL) replaces
+some token embeddings by learned vectors, so :class:`CLIPTextEncoder` starts one step later:
+from the embeddings ``(B, L, width)``, with the token ids kept only to locate the
+end-of-text token whose output is the sentence feature ``T = T(P_t)`` (MMPL eq. 1).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from reidkit.clip.transformer import run_transformer
+
+POOL_TYPES = ("argmax", "eos", "first", "last")
+_TEXT_ATTRIBUTES = ("token_embedding", "positional_embedding", "transformer", "ln_final")
+
+
+class TextFeatures(NamedTuple):
+    """Outputs of :class:`CLIPTextEncoder`.
+
+    Attributes:
+        sentence: ``(B, embed_dim)`` projected feature of the pooled (end-of-text) token.
+        tokens: ``(B, L, embed_dim)`` every token's output after the final layer norm and the
+            projection; ``tokens[:, positions]`` are the outputs of learnable prompt tokens.
+    """
+
+    sentence: Tensor
+    tokens: Tensor
+
+
+def text_tower(clip_model: nn.Module) -> nn.Module:
+    """The module that holds a CLIP model's text transformer and its embeddings.
+
+    open_clip keeps them on the model itself (``CLIP``) or on ``model.text``
+    (``CustomTextCLIP`` with a CLIP-style ``TextTransformer``).
+
+    Args:
+        clip_model: an open_clip ``CLIP`` or ``CustomTextCLIP``.
+
+    Returns:
+        The model or its ``text`` submodule.
+    """
+    text = getattr(clip_model, "text", None)
+    tower = text if isinstance(text, nn.Module) else clip_model
+    missing = [name for name in _TEXT_ATTRIBUTES if not hasattr(tower, name)]
+    if missing:
+        raise ValueError(
+            f"clip_model must have a CLIP transformer text tower; {type(tower).__name__} lacks "
+            f"{missing}"
+        )
+    if getattr(tower, "cls_emb", None) is not None or getattr(tower, "use_pad_mask", False):
+        raise ValueError(
+            "clip_model: text towers with an appended class token or padding masks are not "
+            "supported"
+        )
+    return tower
+
+
+class CLIPTextEncoder(nn.Module):
+    """CLIP's text transformer from token embeddings to sentence and token features.
+
+    Runs ``x + positional embedding``, the causal transformer, ``ln_final``, pooling at the
+    end-of-text token (the argmax of the ids for CLIP's tokenizer) and the text projection, as
+    ``clip_model.encode_text`` does after its token lookup. The encoder shares (does not copy)
+    the model's parameters.
+
+    Args:
+        clip_model: an open_clip ``CLIP`` or ``CustomTextCLIP`` with a transformer text tower;
+            any width, projection as a ``Parameter`` or an ``nn.Linear``.
+        checkpoint_activations: recompute each block in the backward pass to save memory.
+        chunk_size: encode batches larger than this in chunks of ``chunk_size`` prompts (e.g. all
+            identities' prompts at once); ``None`` encodes the batch in one pass.
+    """
+
+    def __init__(
+        self,
+        clip_model: nn.Module,
+        checkpoint_activations: bool = False,
+        chunk_size: int | None = None,
+    ) -> None:
+        super().__init__()
+        if chunk_size is not None and (
+            isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
+        ):
+            raise ValueError(f"chunk_size must be None or an integer >= 1, got {chunk_size!r}")
+        tower = text_tower(clip_model)
+        self.transformer = tower.transformer
+        self.positional_embedding = tower.positional_embedding
+        self.ln_final = tower.ln_final
+        self.text_projection = tower.text_projection
+        self.register_buffer("attn_mask", tower.attn_mask, persistent=False)
+        self.pool_type = getattr(tower, "text_pool_type", getattr(tower, "pool_type", "argmax"))
+        self.eos_id = getattr(tower, "text_eos_id", getattr(tower, "eos_id", None))
+        if self.pool_type not in POOL_TYPES:
+            raise ValueError(
+                f"clip_model: text pooling must be one of {POOL_TYPES}, got {self.pool_type!r}"
+            )
+        self.width = self.positional_embedding.shape[1]
+        self.context_length = self.positional_embedding.shape[0]
+        self.checkpoint_activations = checkpoint_activations
+        self.chunk_size = chunk_size
+
+    def forward(self, embeddings: Tensor, token_ids: Tensor) -> TextFeatures:
+        """Encode prompts given as token embeddings.
+
+        Args:
+            embeddings: ``(B, L, width)`` token embeddings with ``L <= context_length`` (learned
+                context vectors included).
+            token_ids: ``(B, L)`` token ids of the same prompts, used only to find the pooled
+                (end-of-text) position.
+
+        Returns:
+            :class:`TextFeatures` with ``sentence`` ``(B, embed_dim)`` and ``tokens``
+            ``(B, L, embed_dim)``.
+        """
+        if embeddings.dim() != 3 or embeddings.shape[2] != self.width:
+            raise ValueError(
+                f"embeddings must have shape (B, L, {self.width}), got {tuple(embeddings.shape)}"
+            )
+        if embeddings.shape[1] > self.context_length:
+            raise ValueError(
+                f"embeddings must have L <= context length {self.context_length}, "
+                f"got L = {embeddings.shape[1]}"
+            )
+        if token_ids.shape != embeddings.shape[:2] or token_ids.is_floating_point():
+            raise ValueError(
+                f"token_ids must be integer ids of shape {tuple(embeddings.shape[:2])}, got "
+                f"{token_ids.dtype} of shape {tuple(token_ids.shape)}"
+            )
+        if self.chunk_size is None or embeddings.shape[0] <= self.chunk_size:
+            return self._encode(embeddings, token_ids)
+        chunks = [
+            self._encode(chunk, ids)
+            for chunk, ids in zip(
+                embeddings.split(self.chunk_size), token_ids.split(self.chunk_size)
+            )
+        ]
+        return TextFeatures(
+            torch.cat([chunk.sentence for chunk in chunks]),
+            torch.cat([chunk.tokens for chunk in chunks]),
+        )
+
+    def _encode(self, embeddings: Tensor, token_ids: Tensor) -> TextFeatures:
+        length = embeddings.shape[1]
+        cast_dtype = self.transformer.get_cast_dtype()
+        x = embeddings.to(cast_dtype) + self.positional_embedding[:length].to(cast_dtype)
+        mask = None if self.attn_mask is None else self.attn_mask[:length, :length]
+        x, _ = run_transformer(
+            self.transformer, x, mask, checkpoint_activations=self.checkpoint_activations
+        )
+        x = self.ln_final(x)
+        rows = torch.arange(x.shape[0], device=x.device)
+        pooled = x[rows, self.pooled_positions(token_ids)]
+        return TextFeatures(self._project(pooled), self._project(x))
+
+    def pooled_positions(self, token_ids: Tensor) -> Tensor:
+        """``(B,)`` index of the token each sentence feature is pooled from.
+
+        The end-of-text token (``"argmax"``: the largest token id, as in CLIP; ``"eos"``: the
+        first ``eos_id``), the last position (``"last"``) or the first (``"first"``).
+
+        Args:
+            token_ids: ``(B, T)`` token ids.
+        """
+        if self.pool_type == "argmax":
+            return token_ids.argmax(dim=-1)
+        if self.pool_type == "eos":
+            return (token_ids == self.eos_id).int().argmax(dim=-1)
+        last = token_ids.shape[1] - 1 if self.pool_type == "last" else 0
+        return torch.full_like(token_ids[:, 0], last)
+
+    def _project(self, features: Tensor) -> Tensor:
+        if self.text_projection is None:
+            return features
+        if isinstance(self.text_projection, nn.Linear):
+            return self.text_projection(features)
+        return features @ self.text_projection

@@ -1,0 +1,22 @@
+"""Learnable prompts for CLIP: ID-specific, shared-context and multi-granularity textual
+prompts, and image-conditioned visual prompts.
+
+The textual learners return :class:`PromptBatch` (token embeddings and ids) for
+:class:`reidkit.clip.CLIPTextEncoder`; :class:`VisualPromptGenerator` returns tokens for the
+``prompts`` argument of :class:`reidkit.clip.CLIPImageEncoder`.
+"""
+
+from reidkit.prompts.id_specific import PromptLearner
+from reidkit.prompts.multi_granularity import MultiGranularityPromptLearner
+from reidkit.prompts.shared_context import SharedContextPromptLearner
+from reidkit.prompts.template import PromptBatch, PromptTemplate
+from reidkit.prompts.visual import VisualPromptGenerator
+
+__all__ = [
+    "MultiGranularityPromptLearner",
+    "PromptBatch",
+    "PromptLearner",
+    "PromptTemplate",
+    "SharedContextPromptLearner",
+    "VisualPromptGenerator",
+]

@@ -1,0 +1,123 @@
+"""CLIPTextEncoder against open_clip's own encode_text and text transformer."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from reidkit.clip import CLIPTextEncoder, text_tower
+from tests.clip.tiny_models import TINY_CUSTOM_TEXT_CONFIG, as_sequence_first, tiny_clip
+
+SENTENCES = ["A photo of a tall man in a red coat.", "a woman with a bag", "x"]
+
+
+@pytest.fixture(scope="module", params=["CLIP", "CustomTextCLIP"])
+def clip_and_tokenizer(request: pytest.FixtureRequest) -> tuple[nn.Module, object]:
+    config = TINY_CUSTOM_TEXT_CONFIG if request.param == "CustomTextCLIP" else None
+    return tiny_clip(config=config)
+
+
+def _open_clip_token_outputs(model: nn.Module, token_ids: torch.Tensor) -> torch.Tensor:
+    """Every token's output through open_clip's own transformer, final norm and projection."""
+    tower = text_tower(model)
+    x = tower.token_embedding(token_ids) + tower.positional_embedding
+    x = tower.ln_final(tower.transformer(x, attn_mask=tower.attn_mask))
+    projection = tower.text_projection
+    return projection(x) if isinstance(projection, nn.Linear) else x @ projection
+
+
+def test_sentence_feature_equals_encode_text(clip_and_tokenizer) -> None:
+    model, tokenizer = clip_and_tokenizer
+    token_ids = tokenizer(SENTENCES)
+    encoder = CLIPTextEncoder(model)
+    with torch.no_grad():
+        features = encoder(text_tower(model).token_embedding(token_ids), token_ids)
+        expected = model.encode_text(token_ids)
+    assert features.sentence.shape == (3, 32)
+    torch.testing.assert_close(features.sentence, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_token_features_equal_open_clips_transformer_outputs(clip_and_tokenizer) -> None:
+    model, tokenizer = clip_and_tokenizer
+    token_ids = tokenizer(SENTENCES)
+    with torch.no_grad():
+        features = CLIPTextEncoder(model)(text_tower(model).token_embedding(token_ids), token_ids)
+        expected = _open_clip_token_outputs(model, token_ids)
+    assert features.tokens.shape == (3, 16, 32)
+    torch.testing.assert_close(features.tokens, expected, atol=1e-5, rtol=1e-5)
+    end_of_text = token_ids.argmax(dim=-1)
+    torch.testing.assert_close(features.tokens[torch.arange(3), end_of_text], features.sentence)
+
+
+def test_shorter_sequences_use_the_leading_positions_and_mask() -> None:
+    model, tokenizer = tiny_clip()
+    token_ids = tokenizer(SENTENCES)
+    embeddings = model.token_embedding(token_ids)
+    encoder = CLIPTextEncoder(model)
+    with torch.no_grad():
+        full = encoder(embeddings, token_ids)
+        short = encoder(embeddings[:, :12], token_ids[:, :12])
+    # The causal mask makes outputs at positions < 12 independent of the later tokens.
+    torch.testing.assert_close(short.tokens, full.tokens[:, :12], atol=1e-5, rtol=1e-5)
+
+
+def test_sequence_first_transformers_give_the_same_features() -> None:
+    model, tokenizer = tiny_clip()
+    sequence_first = copy.deepcopy(model)
+    sequence_first.transformer = as_sequence_first(model.transformer)
+    assert not sequence_first.transformer.batch_first
+    token_ids = tokenizer(SENTENCES)
+    embeddings = model.token_embedding(token_ids)
+    with torch.no_grad():
+        expected = CLIPTextEncoder(model)(embeddings, token_ids)
+        features = CLIPTextEncoder(sequence_first)(embeddings, token_ids)
+        torch.testing.assert_close(
+            features.sentence, sequence_first.encode_text(token_ids), atol=1e-5, rtol=1e-5
+        )
+    torch.testing.assert_close(features.tokens, expected.tokens, atol=1e-5, rtol=1e-5)
+
+
+def test_chunking_and_activation_checkpointing_change_nothing() -> None:
+    model, tokenizer = tiny_clip()
+    token_ids = tokenizer(SENTENCES)
+    results = []
+    for encoder in (
+        CLIPTextEncoder(model),
+        CLIPTextEncoder(model, checkpoint_activations=True, chunk_size=2),
+    ):
+        embeddings = model.token_embedding(token_ids).detach().requires_grad_(True)
+        features = encoder(embeddings, token_ids)
+        features.sentence.square().sum().backward()
+        results.append((features.sentence.detach(), features.tokens.detach(), embeddings.grad))
+    for plain, other in zip(*results):
+        torch.testing.assert_close(other, plain, atol=1e-5, rtol=1e-5)
+
+
+def test_the_encoder_shares_the_models_parameters() -> None:
+    model, _ = tiny_clip()
+    encoder = CLIPTextEncoder(model)
+    model_parameters = {id(parameter) for parameter in model.parameters()}
+    assert all(id(parameter) in model_parameters for parameter in encoder.parameters())
+
+
+@pytest.mark.parametrize(
+    ("shape", "ids_shape", "message"),
+    [
+        ((2, 16, 47), (2, 16), "embeddings"),
+        ((2, 17, 48), (2, 17), "context length"),
+        ((2, 16, 48), (2, 15), "token_ids"),
+    ],
+)
+def test_bad_shapes_name_the_argument(shape, ids_shape, message) -> None:
+    model, _ = tiny_clip()
+    with pytest.raises(ValueError, match=message):
+        CLIPTextEncoder(model)(torch.randn(shape), torch.zeros(ids_shape, dtype=torch.long))
+
+
+def test_bad_chunk_size_is_rejected() -> None:
+    model, _ = tiny_clip()
+    with pytest.raises(ValueError, match="chunk_size"):
+        CLIPTextEncoder(model, chunk_size=0)
