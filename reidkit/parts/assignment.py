@@ -1,0 +1,160 @@
+"""Auto-Alignment: assigning patch keys to [PART] prototypes (AAformer eq. 3-5).
+
+For every image and attention head, the [PART] queries ``Q^PT`` ``(P, d)`` are prototypes and
+the patch keys ``K`` ``(N, d)`` are clustered around them. The soft assignment is the entropic
+optimal-transport plan with equal-partition marginals (eq. 3-4),
+
+    Y* = argmax_{Y 1_N = 1_P / P,  Y^T 1_P = 1_N / N}  Tr(Y^T Q^PT K^T) + epsilon H(Y),
+
+computed by a fixed number of Sinkhorn iterations (eq. 5) on the cost ``-S`` with scores
+``S = Q^PT K^T``, and is rounded to a hard assignment by giving each patch to the [PART] with the
+largest plan entry in its column (``argmax_p Y*_pn``; the column marginals are exact after every
+iteration, the row marginals only approximately so). The nearest-neighbour alternative
+(Table V) gives each patch to the [PART] with the largest score ``S_pn``, without the balance
+constraint.
+
+By default the scores are cosine similarities (queries and keys L2-normalised per head), as in
+the fast Sinkhorn-Knopp variant of SwAV that the paper follows: with raw inner products, whose
+range is far larger than ``epsilon = 0.05``, three iterations leave the partition far from
+equal. ``similarity="dot"`` uses the raw inner products of eq. 3.
+
+[PART] groups (Table VI) partition the patches independently: with ``part_groups=(2, 3)`` the
+first two [PART]s split all patches into two sets and the last three split them into three.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from reidkit.ot import sinkhorn
+from reidkit.ot.sinkhorn import Backend
+from reidkit.ot.validation import check_solver_options
+
+AssignmentMethod = Literal["sinkhorn", "nearest"]
+Similarity = Literal["cosine", "dot"]
+ASSIGNMENT_METHODS: tuple[str, ...] = ("sinkhorn", "nearest")
+SIMILARITIES: tuple[str, ...] = ("cosine", "dot")
+
+
+def check_part_groups(part_groups: Sequence[int]) -> tuple[int, ...]:
+    """Validate ``part_groups`` (a sequence of positive [PART] counts, possibly empty)."""
+    if isinstance(part_groups, int) or not all(
+        isinstance(size, int) and not isinstance(size, bool) and size >= 1 for size in part_groups
+    ):
+        raise ValueError(
+            f"part_groups must be a sequence of integers >= 1 (e.g. (2, 3)), got {part_groups!r}"
+        )
+    return tuple(part_groups)
+
+
+def check_assignment_options(
+    method: str, similarity: str, epsilon: float, iterations: int, backend: str
+) -> None:
+    """Validate the options of :func:`assign_patches` (raises ``ValueError``)."""
+    if method not in ASSIGNMENT_METHODS:
+        raise ValueError(f"method must be one of {ASSIGNMENT_METHODS}, got {method!r}")
+    if similarity not in SIMILARITIES:
+        raise ValueError(f"similarity must be one of {SIMILARITIES}, got {similarity!r}")
+    check_solver_options(epsilon, iterations, None, "envelope", backend, "marginal")
+
+
+def assign_patches(
+    part_queries: Tensor,
+    patch_keys: Tensor,
+    part_groups: Sequence[int],
+    *,
+    method: AssignmentMethod = "sinkhorn",
+    similarity: Similarity = "cosine",
+    epsilon: float = 0.05,
+    iterations: int = 3,
+    backend: Backend = "auto",
+) -> Tensor:
+    """Hard assignment of every patch to one [PART] of each group (AAformer eq. 3-5).
+
+    The assignment is a constant of the network: it is computed without gradient, in float32
+    (float64 inputs stay float64).
+
+    Args:
+        part_queries: ``(..., P, d)`` [PART] queries ``Q^PT`` with ``P = sum(part_groups)``.
+        patch_keys: ``(..., N, d)`` patch keys ``K`` (same leading dimensions).
+        part_groups: sizes of the [PART] groups, e.g. ``(2, 3)``; each group solves its own
+            assignment.
+        method: ``"sinkhorn"`` (equal-partition optimal transport, eq. 3-5) or ``"nearest"``
+            (nearest prototype, Table V).
+        similarity: scores ``S`` between queries and keys: ``"cosine"`` (L2-normalised) or
+            ``"dot"`` (raw inner products, eq. 3).
+        epsilon: entropic regularisation of eq. 3 (the paper uses 0.05).
+        iterations: Sinkhorn iterations, always all run (the paper uses 3).
+        backend: Sinkhorn backend, see :func:`reidkit.sinkhorn`.
+
+    Returns:
+        ``(..., G, N)`` int64: for group ``g`` and patch ``n`` the global index in ``[0, P)`` of
+        the [PART] that receives the patch (indices of group ``g`` start at
+        ``sum(part_groups[:g])``).
+    """
+    groups = check_part_groups(part_groups)
+    check_assignment_options(method, similarity, epsilon, iterations, backend)
+    if part_queries.dim() < 2 or part_queries.shape[-2] != sum(groups):
+        raise ValueError(
+            f"part_queries must have shape (..., P={sum(groups)}, d) for part_groups {groups}, "
+            f"got {tuple(part_queries.shape)}"
+        )
+    if (
+        patch_keys.dim() != part_queries.dim()
+        or patch_keys.shape[:-2] != part_queries.shape[:-2]
+        or patch_keys.shape[-1] != part_queries.shape[-1]
+        or patch_keys.shape[-2] < 1
+    ):
+        raise ValueError(
+            f"patch_keys must have shape {(*part_queries.shape[:-2], 'N', part_queries.shape[-1])}"
+            f" with N >= 1, got {tuple(patch_keys.shape)}"
+        )
+    with torch.no_grad():
+        dtype = torch.float64 if part_queries.dtype == torch.float64 else torch.float32
+        queries, keys = part_queries.to(dtype), patch_keys.to(dtype)
+        if similarity == "cosine":
+            queries, keys = F.normalize(queries, dim=-1), F.normalize(keys, dim=-1)
+        scores = queries @ keys.transpose(-1, -2)  # (..., P, N)
+        assignments = []
+        for start, scores_group in zip(_group_starts(groups), scores.split(groups, dim=-2)):
+            if method == "sinkhorn":
+                result = sinkhorn(
+                    -scores_group,
+                    epsilon=epsilon,
+                    max_iter=iterations,
+                    tol=None,
+                    grad="envelope",
+                    backend=backend,
+                )
+                scores_group = result.plan
+            assignments.append(scores_group.argmax(dim=-2) + start)
+        if not assignments:
+            return scores.new_zeros((*scores.shape[:-2], 0, scores.shape[-1]), dtype=torch.long)
+        return torch.stack(assignments, dim=-2)
+
+
+def assignment_mask(assignment: Tensor, num_parts: int) -> Tensor:
+    """One-hot form of a hard assignment: which patches each [PART] attends to (``Phi_p``).
+
+    Args:
+        assignment: ``(..., G, N)`` global [PART] indices from :func:`assign_patches`.
+        num_parts: ``P``, the total number of [PART]s.
+
+    Returns:
+        ``(..., P, N)`` bool, ``True`` where patch ``n`` belongs to ``Phi_p``.
+    """
+    parts = torch.arange(num_parts, device=assignment.device)
+    return (assignment[..., :, None, :] == parts[:, None]).any(dim=-3)
+
+
+def _group_starts(groups: tuple[int, ...]) -> list[int]:
+    starts, total = [], 0
+    for size in groups:
+        starts.append(total)
+        total += size
+    return starts
