@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from abc import ABC, abstractmethod
 from bisect import bisect_right
 from collections.abc import Sequence
 
@@ -35,7 +36,7 @@ def _check_warmup(warmup_epochs: int, warmup_start_factor: float) -> None:
         raise ValueError(f"warmup_start_factor must be in (0, 1], got {warmup_start_factor!r}")
 
 
-class _WarmupScheduler(LRScheduler):
+class _WarmupScheduler(LRScheduler, ABC):
     """Linear warm-up from ``warmup_start_factor`` to 1; subclasses give the decay after it."""
 
     def __init__(
@@ -57,8 +58,9 @@ class _WarmupScheduler(LRScheduler):
             return start + (1.0 - start) * epoch / self.warmup_epochs
         return self.decay_factor(epoch)
 
+    @abstractmethod
     def decay_factor(self, epoch: int) -> float:
-        raise NotImplementedError
+        """The multiplier after the warm-up, at 0-based epoch ``epoch``."""
 
     def get_lr(self) -> list[float]:
         factor = self.factor(max(self.last_epoch, 0))

@@ -14,6 +14,7 @@ tokens, register tokens and position embeddings are handled exactly as the libra
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -25,7 +26,7 @@ from reidkit.parts.attention import PartTokenAttention
 AttentionFactory = Callable[..., PartTokenAttention]
 
 
-class ViTAdapter(nn.Module):
+class ViTAdapter(nn.Module, ABC):
     """Common interface of the wrapped ViTs, sequences ``(B, L, width)`` batch first.
 
     Attributes:
@@ -40,21 +41,21 @@ class ViTAdapter(nn.Module):
     num_prefix_tokens: int
     grid_size: tuple[int, int]
 
+    @abstractmethod
     def embed(self, images: Tensor) -> Tensor:
         """``(B, C, H, W)`` images to ``(B, prefix + N, width)`` tokens after the pre-norm."""
-        raise NotImplementedError
 
+    @abstractmethod
     def pre_norm(self, tokens: Tensor) -> Tensor:
         """The per-token norm applied to the embeddings before the first block."""
-        raise NotImplementedError
 
+    @abstractmethod
     def run_blocks(self, tokens: Tensor) -> Tensor:
         """Apply every residual block to ``(B, L, width)`` tokens."""
-        raise NotImplementedError
 
+    @abstractmethod
     def finalize(self, tokens: Tensor) -> Tensor:
         """Per-token output norm (and projection): ``(B, T, width) -> (B, T, output_dim)``."""
-        raise NotImplementedError
 
 
 class TimmViT(ViTAdapter):
