@@ -33,9 +33,11 @@ _PUBLIC_NAMES: dict[str, str] = {
     "evaluate_rank": "reidkit.eval",
     "RankResult": "reidkit.eval",
     "re_ranking": "reidkit.eval",
+    "k_reciprocal_jaccard_distance": "reidkit.eval",
     "evaluate_t2i": "reidkit.eval",
     "extract_features": "reidkit.eval",
     "ReIDEvaluator": "reidkit.eval",
+    "evaluate_model": "reidkit.eval",
     "save_rank_grid": "reidkit.eval",
     # CLIP backbone (reidkit.clip)
     "load_clip": "reidkit.clip",
@@ -58,9 +60,12 @@ _PUBLIC_NAMES: dict[str, str] = {
     "HierarchicalPatchPartition": "reidkit.selection",
     "InformationSelectorAgent": "reidkit.selection",
     "PatchToTokenAlignment": "reidkit.selection",
+    "HierarchicalPromptLearning": "reidkit.selection",
     # [PART] tokens (reidkit.parts)
     "PartTokenAttention": "reidkit.parts",
     "AAformer": "reidkit.parts",
+    # models (reidkit.models)
+    "CLIPReIDModel": "reidkit.models",
     # memory (reidkit.memory)
     "PrototypeMemory": "reidkit.memory",
 }

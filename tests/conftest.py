@@ -11,7 +11,7 @@ if not torch.cuda.is_available():
     # ``triton`` is imported anywhere.
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-from hypothesis import HealthCheck, settings  # noqa: E402
+from hypothesis import HealthCheck, settings
 
 settings.register_profile(
     "ci",

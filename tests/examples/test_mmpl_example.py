@@ -1,0 +1,93 @@
+"""End to end: the MMPL example's tiny preset runs the baseline and MMPL, prints the table,
+writes its report and resumes (slow)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from reidkit.data import SyntheticReID
+from tests.examples.test_clip_reid_example import _random_ranking_map
+
+SCRIPT = Path(__file__).resolve().parents[2] / "examples" / "mmpl_market.py"
+
+
+def _run(arguments: list[str], cache: Path) -> subprocess.CompletedProcess:
+    environment = {**os.environ, "REIDKIT_CACHE": str(cache)}
+    command = [sys.executable, str(SCRIPT), "--num-workers", "0", "--device", "cpu", *arguments]
+    return subprocess.run(command, env=environment, capture_output=True, text=True, timeout=1200)
+
+
+@pytest.mark.slow
+def test_tiny_preset_runs_baseline_and_mmpl_and_resumes(tmp_path: Path) -> None:
+    cache, output = tmp_path / "cache", tmp_path / "run"
+    arguments = [
+        "--output-dir",
+        str(output),
+        "--epochs",
+        "prompts=3",
+        "image_encoder=6",
+        "--eval-every",
+        "3",
+        "--baseline-epochs",
+        "prompts=2",
+        "image_encoder=2",
+    ]
+    completed = _run(arguments, cache)
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    assert "CLIP-ReID" in completed.stdout and "MMPL" in completed.stdout
+
+    report = json.loads((output / "report.json").read_text())
+    stages = report["stages"]
+    assert [e["epoch"] for e in stages["prompts"]["epochs"]] == [1, 2, 3]
+    assert [e["epoch"] for e in stages["image_encoder"]["evaluations"]] == [3, 6]
+    for name in ("loss", "otce", "agent", "contrastive"):
+        assert all(np.isfinite(e[name]) for e in stages["prompts"]["epochs"]), name
+    assert all(np.isfinite(e["tr"]) for e in stages["image_encoder"]["epochs"])
+    assert report["config"]["ablation"] == {"agent": True, "alignment": True, "cpl": True}
+
+    mmpl, baseline = report["results"]["mmpl"], report["results"]["clip_reid"]
+    assert 0.0 <= mmpl["R1"] <= mmpl["R5"] <= mmpl["R10"] <= 1.0
+    assert set(baseline) >= {"mAP", "R1"}
+    chance = _random_ranking_map(SyntheticReID(cache))
+    assert mmpl["mAP"] > 2 * chance, (mmpl, chance)
+
+    # Resuming a finished run trains nothing and reports the same numbers.
+    resumed = _run([*arguments, "--resume"], cache)
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
+    again = json.loads((output / "report.json").read_text())
+    assert again["results"]["mmpl"] == mmpl
+    assert len(again["stages"]["image_encoder"]["epochs"]) == 6
+
+
+@pytest.mark.slow
+def test_ablation_without_agent_and_cpl_runs(tmp_path: Path) -> None:
+    output = tmp_path / "run"
+    completed = _run(
+        [
+            "--output-dir",
+            str(output),
+            "--epochs",
+            "2",
+            "--no-agent",
+            "--no-cpl",
+            "--levels",
+            "2",
+            "--no-baseline",
+        ],
+        tmp_path / "cache",
+    )
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    report = json.loads((output / "report.json").read_text())
+    assert report["config"]["ablation"] == {"agent": False, "alignment": True, "cpl": False}
+    assert report["config"]["preset"]["n_ctx"] == [4, 6]
+    epochs = report["stages"]["prompts"]["epochs"]
+    assert "agent" not in epochs[0] and np.isfinite(epochs[-1]["otce"])
+    assert "tr" not in report["stages"]["image_encoder"]["epochs"][0]
+    assert "clip_reid" not in report["results"]
