@@ -31,7 +31,14 @@ def plan_from_potentials(cost: Tensor, f: Tensor, g: Tensor, epsilon: float) -> 
     Returns:
         ``(B, M, N)`` transport plan.
     """
-    return torch.exp((f[:, :, None] + g[:, None, :] - cost) / epsilon)
+    # One (B, M, N) buffer, updated in place: the plan of a large batch is a memory-bound pass.
+    return (f[:, :, None] + g[:, None, :]).sub_(cost).div_(epsilon).exp_()
+
+
+def transport_cost(plan: Tensor, cost: Tensor) -> Tensor:
+    """``<plan, cost>`` per problem, ``(B,)``, without a ``(B, M, N)`` temporary."""
+    batch = plan.shape[0]
+    return torch.bmm(plan.reshape(batch, 1, -1), cost.reshape(batch, -1, 1)).reshape(batch)
 
 
 def solve_dual_system(plan: Tensor, rhs_rows: Tensor, rhs_cols: Tensor) -> tuple[Tensor, Tensor]:
@@ -124,7 +131,7 @@ class ImplicitSinkhorn(torch.autograd.Function):
         epsilon: float,
     ) -> tuple[Tensor, Tensor]:
         plan = plan_from_potentials(cost, f, g, epsilon)
-        distance = (plan * cost).sum(dim=(1, 2))
+        distance = transport_cost(plan, cost)
         ctx.save_for_backward(cost, f, g)
         ctx.epsilon = epsilon
         ctx.set_materialize_grads(False)  # an unused output passes None, not a zero tensor

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from reidkit.ot import solvers, validation
-from reidkit.ot.implicit import ImplicitSinkhorn, plan_from_potentials
+from reidkit.ot.implicit import ImplicitSinkhorn, plan_from_potentials, transport_cost
 
 GradMode = Literal["implicit", "envelope", "unrolled"]
 Backend = Literal["auto", "torch", "triton"]
@@ -135,7 +135,7 @@ def sinkhorn(
             flat_cost, flat_a, flat_b, epsilon, max_iter, tol, stop_rule, check_every
         )
         plan = plan_from_potentials(flat_cost, f, g, epsilon)
-        distance = (plan * flat_cost).sum(dim=(1, 2))
+        distance = transport_cost(plan, flat_cost)
     else:
         with torch.no_grad():
             if use_triton:
@@ -164,7 +164,7 @@ def sinkhorn(
             plan, distance = ImplicitSinkhorn.apply(flat_cost, flat_a, flat_b, f, g, epsilon)
         else:
             plan = plan_from_potentials(flat_cost.detach(), f, g, epsilon)
-            distance = (plan * flat_cost).sum(dim=(1, 2))
+            distance = transport_cost(plan, flat_cost)
 
     with torch.no_grad():
         error = (plan.sum(dim=2) - flat_a).abs().sum(dim=1) + (plan.sum(dim=1) - flat_b).abs().sum(

@@ -52,10 +52,15 @@ def check_cost(cost: Tensor) -> None:
 
 def check_finite(name: str, values: Tensor, valid: Tensor | None = None) -> None:
     """Raise if ``values`` (restricted to ``valid`` entries) holds NaN or infinity."""
-    finite = torch.isfinite(values)
-    if valid is not None:
-        finite = finite | ~valid
-    if not bool(finite.all()):
+    if valid is None:
+        # One reduction pass and no boolean temporary: NaN and +-inf reach the min or the max.
+        if values.numel() == 0:
+            return
+        low, high = torch.aminmax(values)
+        finite = torch.isfinite(low) & torch.isfinite(high)
+    else:
+        finite = (torch.isfinite(values) | ~valid).all()
+    if not bool(finite):
         raise ValueError(f"{name} must be finite on every unmasked entry; found NaN or inf")
 
 
