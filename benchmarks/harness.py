@@ -8,12 +8,13 @@ device, metric, value), prints them as a table and writes ``results/<name>.csv``
 from __future__ import annotations
 
 import csv
+import ctypes
 import dataclasses
 import gc
 import json
+import multiprocessing
 import platform
 import time
-import tracemalloc
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -72,8 +73,8 @@ def time_call(
 def peak_memory_bytes(fn: Callable[[], Any], device: torch.device | str) -> int:
     """Peak memory allocated while ``fn()`` runs, above what was allocated before it.
 
-    On CUDA this is the caching allocator's peak; on the CPU it is measured with the
-    ``torch.profiler`` memory profile of CPU tensor allocations.
+    On CUDA this is the caching allocator's peak; on the CPU, the peak growth of the resident
+    memory of a forked child process that runs ``fn`` (Linux).
     """
     gc.collect()
     if torch.device(device).type == "cuda":
@@ -87,22 +88,39 @@ def peak_memory_bytes(fn: Callable[[], Any], device: torch.device | str) -> int:
 
 
 def _cpu_peak_bytes(fn: Callable[[], Any]) -> int:
-    from torch.profiler import ProfilerActivity, profile
+    """Peak growth of the resident memory while ``fn()`` runs, in a forked child process.
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    The child starts as a copy of this process, returns the allocator's free pages to the
+    system (``malloc_trim``) so that every page ``fn`` allocates is counted, and resets its
+    high-water mark (``/proc/self/clear_refs``, Linux); the high-water resident size after the
+    call minus the resident size before it is what ``fn`` needed at its peak. The child runs
+    one intra-op thread: OpenMP thread pools do not survive a fork.
+    """
+    context = multiprocessing.get_context("fork")
+    results = context.SimpleQueue()
+
+    def measure() -> None:
+        torch.set_num_threads(1)
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        Path("/proc/self/clear_refs").write_text("5")
+        start = _status_bytes("VmRSS")
         fn()
-    # Replay allocation events in time order to find the high-water mark.
-    events = sorted(
-        (event.time_range.start, event.cpu_memory_usage)
-        for event in prof.events()
-        if event.cpu_memory_usage != 0
-    )
-    current = peak = 0
-    for _, delta in events:
-        current += delta
-        peak = max(peak, current)
-    # Python-side allocations (numpy in foreign libraries) are counted by tracemalloc.
-    return peak
+        results.put(_status_bytes("VmHWM") - start)
+
+    child = context.Process(target=measure)
+    child.start()
+    child.join()
+    if child.exitcode != 0:
+        raise RuntimeError(f"the memory measurement failed (exit code {child.exitcode})")
+    return results.get()
+
+
+def _status_bytes(field: str) -> int:
+    """A ``kB`` field of ``/proc/self/status`` (``VmRSS``, ``VmHWM``) in bytes."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"/proc/self/status has no {field}")
 
 
 def saved_for_backward_bytes(forward: Callable[[], Any]) -> int:
@@ -121,17 +139,6 @@ def saved_for_backward_bytes(forward: Callable[[], Any]) -> int:
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
         forward()
     return sum(storages.values())
-
-
-def python_peak_bytes(fn: Callable[[], Any]) -> int:
-    """Peak bytes allocated through Python's allocator (numpy arrays included) during ``fn()``."""
-    gc.collect()
-    tracemalloc.start()
-    try:
-        fn()
-        return tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
 
 
 def print_table(rows: Sequence[BenchmarkRow]) -> None:
