@@ -22,11 +22,13 @@ Examples::
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from reidkit.clip import CLIPTextEncoder, load_clip
@@ -181,6 +183,45 @@ def encode_images(model: CLIPReIDModel, loader: DataLoader, device: torch.device
     return torch.cat(features)
 
 
+class Data(NamedTuple):
+    """A data set with its P x K train loader, query-then-gallery test loader and test transform."""
+
+    dataset: Any
+    train_loader: DataLoader
+    test_loader: DataLoader
+    test_transform: Callable
+
+
+def build_data_and_clip(
+    args: argparse.Namespace, preset: Preset, device: torch.device
+) -> tuple[Data, nn.Module]:
+    """The preset's data loaders and its CLIP, frozen (shared by the CLIP-ReID and MMPL scripts)."""
+    dataset = build_dataset(args.dataset, args.data_root)
+    normalization = {"mean": preset.pixel_mean, "std": preset.pixel_std}  # None: CLIP's
+    test_transform = build_test_transforms(preset.image_size, **normalization)
+    train_loader = make_train_loader(
+        dataset.train,
+        build_train_transforms(preset.image_size, **normalization),
+        preset.batch_size,
+        preset.num_instances,
+        num_workers=args.num_workers,
+        seed=args.seed,
+        pin_memory=device.type == "cuda",
+    )
+    test_loader = make_test_loader(
+        dataset.query, dataset.gallery, test_transform, num_workers=args.num_workers
+    )
+    clip_model, _ = load_clip(
+        preset.clip,
+        args.pretrained or preset.pretrained,
+        image_size=preset.image_size,
+        stride=preset.stride,
+        device=device,
+    )
+    clip_model.requires_grad_(False)
+    return Data(dataset, train_loader, test_loader, test_transform), clip_model
+
+
 def main() -> None:
     parser = build_arg_parser(
         "CLIP-ReID two-stage baseline", default_output_dir="runs/clip_reid_market"
@@ -197,32 +238,8 @@ def main() -> None:
         {"prompts": preset.prompt_epochs, "image_encoder": preset.image_epochs}, args.epochs
     )
 
-    # Data: P x K training batches, and the query-then-gallery test loader.
-    dataset = build_dataset(args.dataset, args.data_root)
-    normalization = {"mean": preset.pixel_mean, "std": preset.pixel_std}  # None: CLIP's
-    test_transform = build_test_transforms(preset.image_size, **normalization)
-    train_loader = make_train_loader(
-        dataset.train,
-        build_train_transforms(preset.image_size, **normalization),
-        preset.batch_size,
-        preset.num_instances,
-        num_workers=args.num_workers,
-        seed=args.seed,
-        pin_memory=device.type == "cuda",
-    )
-    test_loader = make_test_loader(
-        dataset.query, dataset.gallery, test_transform, num_workers=args.num_workers
-    )
-
-    # Model: frozen CLIP towers, learnable prompts, the image encoder with two BNNecks.
-    clip_model, _ = load_clip(
-        preset.clip,
-        args.pretrained or preset.pretrained,
-        image_size=preset.image_size,
-        stride=preset.stride,
-        device=device,
-    )
-    clip_model.requires_grad_(False)
+    data, clip_model = build_data_and_clip(args, preset, device)
+    dataset, train_loader, test_loader = data.dataset, data.train_loader, data.test_loader
     num_classes = dataset.num_train_pids
     prompt_learner = PromptLearner(num_classes, clip_model, preset.template, preset.n_ctx)
     prompt_learner.to(device)
@@ -246,7 +263,7 @@ def main() -> None:
     # Stage 1: prompts against image features computed once by the frozen image encoder.
     if not run.stage_completed("prompts"):
         train_images = make_test_loader(
-            dataset.train, [], test_transform, num_workers=args.num_workers
+            dataset.train, [], data.test_transform, num_workers=args.num_workers
         )
         cached_batches = make_feature_loader(
             encode_images(model, train_images, device),

@@ -41,17 +41,14 @@ from typing import Any
 import torch
 from clip_reid_market import PRESETS as BASELINE_PRESETS
 from clip_reid_market import Preset as BaselinePreset
+from clip_reid_market import build_data_and_clip
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from reidkit.clip import CLIPTextEncoder, load_clip
+from reidkit.clip import CLIPTextEncoder
 from reidkit.data import (
-    build_dataset,
-    build_test_transforms,
-    build_train_transforms,
     make_feature_loader,
     make_test_loader,
-    make_train_loader,
 )
 from reidkit.distributed import cleanup_distributed, data_parallel, init_distributed
 from reidkit.engine import (
@@ -312,32 +309,10 @@ def main() -> None:
         {"prompts": base.prompt_epochs, "image_encoder": base.image_epochs}, args.epochs
     )
 
-    # Data: P x K training batches, the query-then-gallery test loader.
-    dataset = build_dataset(args.dataset, args.data_root)
-    normalization = {"mean": base.pixel_mean, "std": base.pixel_std}  # None: CLIP's
-    test_transform = build_test_transforms(base.image_size, **normalization)
-    train_loader = make_train_loader(
-        dataset.train,
-        build_train_transforms(base.image_size, **normalization),
-        base.batch_size,
-        base.num_instances,
-        num_workers=args.num_workers,
-        seed=args.seed,
-        pin_memory=device.type == "cuda",
-    )
-    test_loader = make_test_loader(
-        dataset.query, dataset.gallery, test_transform, num_workers=args.num_workers
-    )
-
-    # Model: frozen CLIP towers, K prompt levels, the stage-1 module, the stage-2 model.
-    clip_model, _ = load_clip(
-        base.clip,
-        args.pretrained or base.pretrained,
-        image_size=base.image_size,
-        stride=base.stride,
-        device=device,
-    )
-    clip_model.requires_grad_(False)
+    # Data and the frozen CLIP towers as in the baseline; then K prompt levels, the stage-1
+    # module and the stage-2 model.
+    data, clip_model = build_data_and_clip(args, base, device)
+    dataset, train_loader, test_loader = data.dataset, data.train_loader, data.test_loader
     num_classes = dataset.num_train_pids
     prompt_levels = MultiGranularityPromptLearner(
         num_classes, clip_model, preset.n_ctx, base.template
@@ -388,7 +363,7 @@ def main() -> None:
     # Stage 1: hierarchical prompt learning on features cached from the frozen image encoder.
     if not run.stage_completed("prompts"):
         train_images = make_test_loader(
-            dataset.train, [], test_transform, num_workers=args.num_workers
+            dataset.train, [], data.test_transform, num_workers=args.num_workers
         )
         cached = cache_frozen_features(model, train_images, device, hierarchical.needs_attention)
         pids = torch.tensor([pid for _, pid, _ in dataset.train], device=device)
