@@ -43,21 +43,11 @@ class DukeMTMCreID(ImageFolderReID):
         )
 
 
-class OccludedDuke(ImageFolderReID):
+class OccludedDuke(DukeMTMCreID):
     """Occluded-Duke (Miao et al., ICCV 2019): DukeMTMC-reID re-split so that queries are occluded.
 
     Layout ``Occluded_Duke/{bounding_box_train, query, bounding_box_test}`` with DukeMTMC-reID
-    file names and cameras 1-8.
+    file names and cameras 1-8, parsed as :class:`DukeMTMCreID`.
     """
 
     folder_names = ("Occluded_Duke", "occluded_duke")
-
-    def __init__(self, root: str | Path) -> None:
-        super().__init__(
-            root,
-            MARKET_STYLE_PATTERN,
-            first_camid=1,
-            num_cameras=8,
-            junk_pids=(),
-            distractor_pids=(),
-        )
