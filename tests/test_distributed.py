@@ -124,6 +124,7 @@ def _worker(rank: int, port: int, directory: str) -> None:
 @pytest.mark.distributed
 def test_two_gloo_processes_match_one_process(tmp_path) -> None:
     if not dist.is_available():
+        # Some torch builds (e.g. macOS wheels without gloo) ship no torch.distributed.
         pytest.skip("torch.distributed is not available")
     # fork skips re-importing torch in each child (seconds on a busy 2-core machine); the
     # children use one thread, so no OpenMP pool inherited from the parent is ever entered.

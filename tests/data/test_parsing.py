@@ -20,6 +20,8 @@ from tests.data.helpers import write_images, write_market_layout
 MARKET_ROOT = os.environ.get("REIDKIT_MARKET_ROOT")
 
 
+# The real images are research-licensed and never copied into the project: the test reads
+# them where the environment says (.ci/run points it at ../shared/data/market1501-mini).
 @pytest.mark.skipif(MARKET_ROOT is None, reason="REIDKIT_MARKET_ROOT is not set")
 def test_market1501_mini_counts_match_an_independent_scan() -> None:
     root = Path(MARKET_ROOT)

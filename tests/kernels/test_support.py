@@ -54,6 +54,7 @@ def test_pairwise_kernel_needs_one_supported_dtype() -> None:
     assert not triton_supports_pairwise(x.double(), y.double())
 
 
+# On a GPU machine CPU tensors never reach the kernels; the check concerns CPU-only machines.
 @pytest.mark.skipif(DEVICE == "cuda", reason="CPU tensors without the interpreter")
 def test_cpu_tensors_need_the_interpreter(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TRITON_INTERPRET", "0")
@@ -73,6 +74,7 @@ def test_explicit_triton_backend_on_unsupported_input_raises() -> None:
         pairwise_ot_distance(x, y[:, :4], backend="triton", epsilon=0.0)
 
 
+# backend="auto" is meant to pick Triton on CUDA: the CPU default only exists without a GPU.
 @pytest.mark.skipif(DEVICE == "cuda", reason="checks the CPU default")
 def test_auto_backend_keeps_cpu_tensors_on_the_torch_path(monkeypatch: pytest.MonkeyPatch) -> None:
     def fail(*args: object, **kwargs: object) -> None:
