@@ -131,15 +131,20 @@ def check_metric(metric: str) -> None:
 
 
 def check_finite(name: str, values: Tensor) -> None:
-    """Raise if ``values`` holds NaN or infinity.
+    """Raise if ``values`` holds NaN or infinity."""
+    if not is_finite(values):
+        raise ValueError(f"{name} must be finite; found NaN or inf")
+
+
+def is_finite(values: Tensor) -> bool:
+    """Whether ``values`` holds no NaN and no infinity.
 
     Reads the extremes only (NaN propagates through them), so no boolean copy of a large
     distance matrix is made.
     """
-    if values.numel() and not bool(
-        torch.isfinite(torch.stack([values.amin(), values.amax()])).all()
-    ):
-        raise ValueError(f"{name} must be finite; found NaN or inf")
+    if values.numel() == 0:
+        return True
+    return bool(torch.isfinite(torch.stack([values.amin(), values.amax()])).all())
 
 
 def _as_tensor(name: str, values: ArrayLike) -> Tensor:
