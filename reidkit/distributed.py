@@ -15,11 +15,23 @@ gradients of all ranks' losses with respect to that slice. After
 :class:`~torch.nn.parallel.DistributedDataParallel` averages the parameter gradients over the
 ranks, they equal the gradients of the mean of the per-rank losses, which for a loss averaged
 over its own anchors is the loss of one process on the concatenated batch.
+
+Bad input on one rank must not leave the others waiting in a collective. Components that check
+their arguments and then call a collective run the checks inside :func:`raise_on_every_rank`:
+every rank checks, one ``all_reduce`` of an error flag tells every rank whether any failed, and
+then all of them raise the same error. The gathers check that every rank sends a tensor of the
+same trailing shape and dtype in the exchange of row counts they need anyway. A collective that
+still never completes (a rank that died, a rank that skipped a call) fails after the process
+group's ``timeout`` (:func:`init_distributed`).
 """
 
 from __future__ import annotations
 
+import datetime
 import os
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +40,9 @@ import torch.distributed as dist
 from torch import Tensor
 
 _DEVICE_CHOICES = ("auto", "cpu", "cuda")
+DEFAULT_TIMEOUT = datetime.timedelta(minutes=30)
+"""How long a collective waits for the other ranks before it fails (:func:`init_distributed`):
+long enough for rank 0 to evaluate MSMT17 while the other ranks wait for its metrics."""
 
 
 @dataclass(frozen=True)
@@ -80,7 +95,10 @@ def _select_device(device: str | torch.device, local_rank: int) -> torch.device:
     return torch.device(device)
 
 
-def init_distributed(device: str | torch.device = "auto") -> DistributedContext:
+def init_distributed(
+    device: str | torch.device = "auto",
+    timeout: datetime.timedelta | float = DEFAULT_TIMEOUT,
+) -> DistributedContext:
     """Join the process group described by ``torchrun``'s environment, if there is one.
 
     With ``WORLD_SIZE`` > 1 in the environment the default process group is created (``nccl``
@@ -89,10 +107,18 @@ def init_distributed(device: str | torch.device = "auto") -> DistributedContext:
     Args:
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` (the GPU of index
             ``LOCAL_RANK``), ``"cuda:N"``, or a :class:`torch.device`.
+        timeout: how long joining the group and every later collective wait for the other
+            ranks before failing instead of hanging: a :class:`datetime.timedelta` or a number
+            of seconds, > 0 (default :data:`DEFAULT_TIMEOUT`, 30 minutes, for both backends;
+            torch's own ``nccl`` default is 10). ``gloo`` raises a ``RuntimeError`` on the
+            waiting ranks; ``nccl`` aborts the collective and ends the process. It must exceed
+            the longest time one rank works alone while the others wait in a collective
+            (rank 0's evaluation). Ignored when the group already exists.
 
     Returns:
         The :class:`DistributedContext` of this process.
     """
+    timeout = _as_timeout(timeout)
     rank = _env_int("RANK", 0)
     local_rank = _env_int("LOCAL_RANK", 0)
     world_size = _env_int("WORLD_SIZE", 1)
@@ -104,8 +130,22 @@ def init_distributed(device: str | torch.device = "auto") -> DistributedContext:
         backend = dist.get_backend()
     elif world_size > 1:
         backend = "nccl" if selected.type == "cuda" else "gloo"
-        dist.init_process_group(backend=backend, init_method="env://")
+        dist.init_process_group(backend=backend, init_method="env://", timeout=timeout)
     return DistributedContext(rank, local_rank, world_size, selected, backend)
+
+
+def _as_timeout(timeout: datetime.timedelta | float) -> datetime.timedelta:
+    if isinstance(timeout, (int, float)) and not isinstance(timeout, bool):
+        seconds = float(timeout)
+    elif isinstance(timeout, datetime.timedelta):
+        seconds = timeout.total_seconds()
+    else:
+        seconds = float("nan")
+    if not 0 < seconds < float("inf"):
+        raise ValueError(
+            f"timeout must be a datetime.timedelta or a number of seconds > 0, got {timeout!r}"
+        )
+    return datetime.timedelta(seconds=seconds)
 
 
 def cleanup_distributed() -> None:
@@ -165,13 +205,84 @@ def _backend_device() -> torch.device:
     return torch.device("cpu")
 
 
-def _gather_padded(tensor: Tensor) -> tuple[list[Tensor], list[int]]:
-    """All-gather tensors whose first dimension may differ between ranks."""
+@contextmanager
+def raise_on_every_rank(enabled: bool = True) -> Iterator[None]:
+    """Run argument checks so that an error raised on any rank is raised on every rank.
+
+    Wrap the checks a component makes before a collective: when the input is bad on one rank
+    only (a NaN, a batch of another width), that rank would raise while the others wait in the
+    collective until the timeout. Inside this block every rank runs its checks; on leaving it,
+    one ``all_reduce`` of an error flag (a collective: every rank must enter the block) tells
+    each rank whether any failed. If one did, every rank raises the error of the lowest failing
+    rank: a :class:`ValueError` or :class:`TypeError` as it was raised (other exceptions become
+    a :class:`RuntimeError`), its message followed by ``" (raised on rank r of w)"``, chained to
+    the local error on the ranks where the check failed::
+
+        with raise_on_every_rank():
+            check_features("features", features)
+        features = all_gather(features)
+
+    Single-process, or with ``enabled=False`` (a component that calls no collective), the block
+    is a plain block: errors pass unchanged.
+    """
+    if not enabled or not is_distributed() or get_world_size() == 1:
+        yield
+        return
+    error: Exception | None = None
+    try:
+        yield
+    except Exception as caught:  # every rank must learn of any failure
+        error = caught
+    flag = torch.tensor([int(error is not None)], device=_backend_device())
+    dist.all_reduce(flag, op=dist.ReduceOp.SUM)
+    if int(flag.item()):
+        _raise_first_error(error)
+
+
+def _raise_first_error(error: Exception | None) -> None:
+    """Raise the error of the lowest failing rank on every rank (a collective).
+
+    Call on every rank once all of them know that at least one has an ``error``.
+    """
+    summary = None
+    if error is not None:
+        kind = next((k for k in (ValueError, TypeError) if isinstance(error, k)), RuntimeError)
+        message = str(error) if kind is not RuntimeError else f"{type(error).__name__}: {error}"
+        summary = (kind.__name__, message)
+    summaries = all_gather_object(summary)
+    rank = next(r for r, s in enumerate(summaries) if s is not None)
+    kind_name, message = summaries[rank]
+    kind = {"ValueError": ValueError, "TypeError": TypeError}.get(kind_name, RuntimeError)
+    raise kind(f"{message} (raised on rank {rank} of {len(summaries)})") from error
+
+
+def _gather_padded(tensor: Any) -> tuple[list[Tensor], list[int]]:
+    """All-gather tensors whose first dimension may differ between ranks.
+
+    The row counts are exchanged first, with a flag for a rank whose ``tensor`` is not a
+    tensor of at least one dimension and a checksum of the trailing shape and dtype: every rank
+    then raises the same :class:`ValueError` when one of them sent something else.
+    """
     world_size = get_world_size()
-    size = torch.tensor([tensor.shape[0]], device=tensor.device, dtype=torch.long)
-    sizes = [torch.empty_like(size) for _ in range(world_size)]
-    dist.all_gather(sizes, size)
-    counts = [int(s.item()) for s in sizes]
+    error = None
+    try:
+        _check_gatherable(tensor)
+    except ValueError as caught:
+        error = caught
+    layout = 0 if error else zlib.crc32(repr((tuple(tensor.shape[1:]), tensor.dtype)).encode())
+    rows = 0 if error else tensor.shape[0]
+    header = torch.tensor([int(error is not None), rows, layout], device=_backend_device())
+    headers = [torch.empty_like(header) for _ in range(world_size)]
+    dist.all_gather(headers, header)
+    failed, counts, layouts = torch.stack(headers).T.tolist()
+    if any(failed):
+        _raise_first_error(error)
+    if len(set(layouts)) > 1:
+        received = all_gather_object(f"{tuple(tensor.shape[1:])} {tensor.dtype}")
+        raise ValueError(
+            "tensor must have the same trailing shape and dtype on every rank, got "
+            + ", ".join(f"{layout} on rank {r}" for r, layout in enumerate(received))
+        )
     longest = max(counts)
     padded = tensor.new_zeros((longest, *tensor.shape[1:]))
     padded[: tensor.shape[0]] = tensor
@@ -202,16 +313,15 @@ def all_gather_with_grad(tensor: Tensor) -> Tensor:
 
     Args:
         tensor: ``(B_r, ...)`` on rank ``r``; ``B_r`` may differ between ranks, the trailing
-            shape may not.
+            shape and the dtype may not (every rank raises the same :class:`ValueError`).
 
     Returns:
         ``(sum_r B_r, ...)``: rank 0's rows first, then rank 1's, and so on. When not
         distributed, ``tensor`` itself. In backward, the gradient reaching this rank's slice is
         the sum over ranks of their gradients for it (see the module docstring).
     """
-    if not isinstance(tensor, Tensor) or tensor.dim() < 1:
-        raise ValueError("tensor must be a torch.Tensor with at least one dimension (B, ...)")
     if not is_distributed() or get_world_size() == 1:
+        _check_gatherable(tensor)
         return tensor
     return _AllGatherWithGrad.apply(tensor)
 
@@ -220,18 +330,25 @@ def all_gather(tensor: Tensor) -> Tensor:
     """Concatenate ``tensor`` from every rank along dim 0, without gradients.
 
     Args:
-        tensor: ``(B_r, ...)`` on rank ``r`` (labels, detached features); ``B_r`` may differ.
+        tensor: ``(B_r, ...)`` on rank ``r`` (labels, detached features); ``B_r`` may differ,
+            the trailing shape and the dtype may not (every rank raises the same
+            :class:`ValueError`).
 
     Returns:
         ``(sum_r B_r, ...)`` in rank order; ``tensor`` itself when not distributed.
     """
-    if not isinstance(tensor, Tensor) or tensor.dim() < 1:
-        raise ValueError("tensor must be a torch.Tensor with at least one dimension (B, ...)")
     if not is_distributed() or get_world_size() == 1:
+        _check_gatherable(tensor)
         return tensor
     with torch.no_grad():
-        parts, _ = _gather_padded(tensor.detach().to(_backend_device()))
+        local = tensor.detach().to(_backend_device()) if isinstance(tensor, Tensor) else tensor
+        parts, _ = _gather_padded(local)
     return torch.cat(parts, dim=0).to(tensor.device)
+
+
+def _check_gatherable(tensor: Any) -> None:
+    if not isinstance(tensor, Tensor) or tensor.dim() < 1:
+        raise ValueError("tensor must be a torch.Tensor with at least one dimension (B, ...)")
 
 
 def all_reduce_mean(tensor: Tensor) -> Tensor:
