@@ -20,7 +20,8 @@ Bad input on one rank must not leave the others waiting in a collective. Compone
 their arguments and then call a collective run the checks inside :func:`raise_on_every_rank`:
 every rank checks, one ``all_reduce`` of an error flag tells every rank whether any failed, and
 then all of them raise the same error. The gathers check that every rank sends a tensor of the
-same trailing shape and dtype in the exchange of row counts they need anyway. A collective that
+same trailing shape and dtype in the exchange of row counts they need anyway, and
+:func:`all_reduce_mean` exchanges the same header before reducing. A collective that
 still never completes (a rank that died, a rank that skipped a call) fails after the process
 group's ``timeout`` (:func:`init_distributed`).
 """
@@ -256,33 +257,59 @@ def _raise_first_error(error: Exception | None) -> None:
     raise kind(f"{message} (raised on rank {rank} of {len(summaries)})") from error
 
 
-def _gather_padded(tensor: Any) -> tuple[list[Tensor], list[int]]:
-    """All-gather tensors whose first dimension may differ between ranks.
+def _agree_on_layout(tensor: Any, *, rows_may_differ: bool) -> list[int]:
+    """Exchange every rank's row count and check that the ranks send tensors of one layout.
 
-    The row counts are exchanged first, with a flag for a rank whose ``tensor`` is not a
-    tensor of at least one dimension and a checksum of the trailing shape and dtype: every rank
-    then raises the same :class:`ValueError` when one of them sent something else.
+    A collective. With the row counts go a flag for a rank whose ``tensor`` is not a tensor (of
+    at least one dimension when ``rows_may_differ``) and a checksum of its dtype and shape (the
+    trailing shape when ``rows_may_differ``): when one rank sent something else, every rank
+    raises the same :class:`ValueError`.
+
+    Returns:
+        The number of rows of every rank's ``tensor``.
     """
-    world_size = get_world_size()
     error = None
     try:
-        _check_gatherable(tensor)
+        _check_collective_input(tensor, rows_may_differ)
     except ValueError as caught:
         error = caught
-    layout = 0 if error else zlib.crc32(repr((tuple(tensor.shape[1:]), tensor.dtype)).encode())
-    rows = 0 if error else tensor.shape[0]
-    header = torch.tensor([int(error is not None), rows, layout], device=_backend_device())
-    headers = [torch.empty_like(header) for _ in range(world_size)]
+    layout, rows = "", 0
+    if error is None:
+        layout = f"{tuple(tensor.shape[1:] if rows_may_differ else tensor.shape)} {tensor.dtype}"
+        rows = tensor.shape[0] if tensor.dim() else 0
+    checksum = zlib.crc32(layout.encode())
+    header = torch.tensor([int(error is not None), rows, checksum], device=_backend_device())
+    headers = [torch.empty_like(header) for _ in range(get_world_size())]
     dist.all_gather(headers, header)
-    failed, counts, layouts = torch.stack(headers).T.tolist()
+    failed, counts, checksums = torch.stack(headers).T.tolist()
     if any(failed):
         _raise_first_error(error)
-    if len(set(layouts)) > 1:
-        received = all_gather_object(f"{tuple(tensor.shape[1:])} {tensor.dtype}")
+    if len(set(checksums)) > 1:
+        compared = "trailing shape" if rows_may_differ else "shape"
+        received = all_gather_object(layout)
         raise ValueError(
-            "tensor must have the same trailing shape and dtype on every rank, got "
-            + ", ".join(f"{layout} on rank {r}" for r, layout in enumerate(received))
+            f"tensor must have the same {compared} and dtype on every rank, got "
+            + ", ".join(f"{sent} on rank {r}" for r, sent in enumerate(received))
         )
+    return counts
+
+
+def _check_collective_input(tensor: Any, needs_rows: bool) -> None:
+    if not isinstance(tensor, Tensor) or (needs_rows and tensor.dim() < 1):
+        expected = "a torch.Tensor" + (
+            " with at least one dimension (B, ...)" if needs_rows else ""
+        )
+        got = (
+            f"shape {tuple(tensor.shape)}" if isinstance(tensor, Tensor) else type(tensor).__name__
+        )
+        raise ValueError(f"tensor must be {expected}, got {got}")
+
+
+def _gather_padded(tensor: Any) -> tuple[list[Tensor], list[int]]:
+    """All-gather tensors whose first dimension may differ between ranks (see
+    :func:`_agree_on_layout` for what is checked first)."""
+    world_size = get_world_size()
+    counts = _agree_on_layout(tensor, rows_may_differ=True)
     longest = max(counts)
     padded = tensor.new_zeros((longest, *tensor.shape[1:]))
     padded[: tensor.shape[0]] = tensor
@@ -321,7 +348,7 @@ def all_gather_with_grad(tensor: Tensor) -> Tensor:
         the sum over ranks of their gradients for it (see the module docstring).
     """
     if not is_distributed() or get_world_size() == 1:
-        _check_gatherable(tensor)
+        _check_collective_input(tensor, needs_rows=True)
         return tensor
     return _AllGatherWithGrad.apply(tensor)
 
@@ -338,7 +365,7 @@ def all_gather(tensor: Tensor) -> Tensor:
         ``(sum_r B_r, ...)`` in rank order; ``tensor`` itself when not distributed.
     """
     if not is_distributed() or get_world_size() == 1:
-        _check_gatherable(tensor)
+        _check_collective_input(tensor, needs_rows=True)
         return tensor
     with torch.no_grad():
         local = tensor.detach().to(_backend_device()) if isinstance(tensor, Tensor) else tensor
@@ -346,15 +373,16 @@ def all_gather(tensor: Tensor) -> Tensor:
     return torch.cat(parts, dim=0).to(tensor.device)
 
 
-def _check_gatherable(tensor: Any) -> None:
-    if not isinstance(tensor, Tensor) or tensor.dim() < 1:
-        raise ValueError("tensor must be a torch.Tensor with at least one dimension (B, ...)")
-
-
 def all_reduce_mean(tensor: Tensor) -> Tensor:
-    """The mean of ``tensor`` over ranks (a new tensor, no gradient); ``tensor`` when alone."""
+    """The mean of ``tensor`` over ranks (a new tensor, no gradient); ``tensor`` when alone.
+
+    Every rank must pass a tensor of the same shape and dtype; otherwise every rank raises the
+    same :class:`ValueError` (without the check, ``gloo`` returns a wrong sum on some ranks).
+    """
     if not is_distributed() or get_world_size() == 1:
+        _check_collective_input(tensor, needs_rows=False)
         return tensor
+    _agree_on_layout(tensor, rows_may_differ=False)
     reduced = tensor.detach().to(_backend_device(), copy=True)
     dist.all_reduce(reduced, op=dist.ReduceOp.SUM)
     return (reduced / get_world_size()).to(tensor.device)

@@ -132,8 +132,8 @@ def _check_bad_input_on_one_rank(rank: int) -> None:
     gather = distributed.all_gather
     _raises_on_every_rank(
         lambda: gather(torch.zeros(2) if rank == 0 else [1, 2]),
-        "tensor must be a torch.Tensor with at least one dimension (B, ...) (raised on rank 1 "
-        "of 2)",
+        "tensor must be a torch.Tensor with at least one dimension (B, ...), got list (raised "
+        "on rank 1 of 2)",
     )
     _raises_on_every_rank(
         lambda: distributed.all_gather_with_grad(torch.randn(2, 4 + rank, requires_grad=True)),
@@ -144,6 +144,15 @@ def _check_bad_input_on_one_rank(rank: int) -> None:
         lambda: gather(torch.zeros(3, dtype=torch.int64 if rank == 0 else torch.int32)),
         "tensor must have the same trailing shape and dtype on every rank, got () torch.int64 "
         "on rank 0, () torch.int32 on rank 1",
+    )
+    _raises_on_every_rank(
+        lambda: distributed.all_reduce_mean(torch.ones(2 + rank, dtype=torch.float64)),
+        "tensor must have the same shape and dtype on every rank, got (2,) torch.float64 on "
+        "rank 0, (3,) torch.float64 on rank 1",
+    )
+    _raises_on_every_rank(
+        lambda: distributed.all_reduce_mean(torch.ones(()) if rank == 0 else 1.0),
+        "tensor must be a torch.Tensor, got float (raised on rank 1 of 2)",
     )
     supcon = SupConLoss()
     _raises_on_every_rank(
@@ -227,6 +236,8 @@ def test_single_process_helpers_are_identities() -> None:
     assert distributed.data_parallel(layer) is layer
     with pytest.raises(ValueError, match="tensor"):
         distributed.all_gather_with_grad(torch.tensor(1.0))
+    with pytest.raises(ValueError, match=r"^tensor must be a torch\.Tensor, got list$"):
+        distributed.all_reduce_mean([1.0])
 
 
 def test_raise_on_every_rank_lets_errors_pass_in_one_process() -> None:
