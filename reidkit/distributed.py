@@ -15,11 +15,24 @@ gradients of all ranks' losses with respect to that slice. After
 :class:`~torch.nn.parallel.DistributedDataParallel` averages the parameter gradients over the
 ranks, they equal the gradients of the mean of the per-rank losses, which for a loss averaged
 over its own anchors is the loss of one process on the concatenated batch.
+
+Bad input on one rank must not leave the others waiting in a collective. Components that check
+their arguments and then call a collective run the checks inside :func:`raise_on_every_rank`:
+every rank checks, one ``all_reduce`` of an error flag tells every rank whether any failed, and
+then all of them raise the same error. The gathers check that every rank sends a tensor of the
+same trailing shape and dtype in the exchange of row counts they need anyway, and
+:func:`all_reduce_mean` exchanges the same header before reducing. A collective that
+still never completes (a rank that died, a rank that skipped a call) fails after the process
+group's ``timeout`` (:func:`init_distributed`).
 """
 
 from __future__ import annotations
 
+import datetime
 import os
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +41,9 @@ import torch.distributed as dist
 from torch import Tensor
 
 _DEVICE_CHOICES = ("auto", "cpu", "cuda")
+DEFAULT_TIMEOUT = datetime.timedelta(minutes=30)
+"""How long a collective waits for the other ranks before it fails (:func:`init_distributed`):
+long enough for rank 0 to evaluate MSMT17 while the other ranks wait for its metrics."""
 
 
 @dataclass(frozen=True)
@@ -80,7 +96,10 @@ def _select_device(device: str | torch.device, local_rank: int) -> torch.device:
     return torch.device(device)
 
 
-def init_distributed(device: str | torch.device = "auto") -> DistributedContext:
+def init_distributed(
+    device: str | torch.device = "auto",
+    timeout: datetime.timedelta | float = DEFAULT_TIMEOUT,
+) -> DistributedContext:
     """Join the process group described by ``torchrun``'s environment, if there is one.
 
     With ``WORLD_SIZE`` > 1 in the environment the default process group is created (``nccl``
@@ -89,10 +108,18 @@ def init_distributed(device: str | torch.device = "auto") -> DistributedContext:
     Args:
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` (the GPU of index
             ``LOCAL_RANK``), ``"cuda:N"``, or a :class:`torch.device`.
+        timeout: how long joining the group and every later collective wait for the other
+            ranks before failing instead of hanging: a :class:`datetime.timedelta` or a number
+            of seconds, > 0 (default :data:`DEFAULT_TIMEOUT`, 30 minutes, for both backends;
+            torch's own ``nccl`` default is 10). ``gloo`` raises a ``RuntimeError`` on the
+            waiting ranks; ``nccl`` aborts the collective and ends the process. It must exceed
+            the longest time one rank works alone while the others wait in a collective
+            (rank 0's evaluation). Ignored when the group already exists.
 
     Returns:
         The :class:`DistributedContext` of this process.
     """
+    timeout = _as_timeout(timeout)
     rank = _env_int("RANK", 0)
     local_rank = _env_int("LOCAL_RANK", 0)
     world_size = _env_int("WORLD_SIZE", 1)
@@ -104,8 +131,22 @@ def init_distributed(device: str | torch.device = "auto") -> DistributedContext:
         backend = dist.get_backend()
     elif world_size > 1:
         backend = "nccl" if selected.type == "cuda" else "gloo"
-        dist.init_process_group(backend=backend, init_method="env://")
+        dist.init_process_group(backend=backend, init_method="env://", timeout=timeout)
     return DistributedContext(rank, local_rank, world_size, selected, backend)
+
+
+def _as_timeout(timeout: datetime.timedelta | float) -> datetime.timedelta:
+    if isinstance(timeout, (int, float)) and not isinstance(timeout, bool):
+        seconds = float(timeout)
+    elif isinstance(timeout, datetime.timedelta):
+        seconds = timeout.total_seconds()
+    else:
+        seconds = float("nan")
+    if not 0 < seconds < float("inf"):
+        raise ValueError(
+            f"timeout must be a datetime.timedelta or a number of seconds > 0, got {timeout!r}"
+        )
+    return datetime.timedelta(seconds=seconds)
 
 
 def cleanup_distributed() -> None:
@@ -165,13 +206,110 @@ def _backend_device() -> torch.device:
     return torch.device("cpu")
 
 
-def _gather_padded(tensor: Tensor) -> tuple[list[Tensor], list[int]]:
-    """All-gather tensors whose first dimension may differ between ranks."""
+@contextmanager
+def raise_on_every_rank(enabled: bool = True) -> Iterator[None]:
+    """Run argument checks so that an error raised on any rank is raised on every rank.
+
+    Wrap the checks a component makes before a collective: when the input is bad on one rank
+    only (a NaN, a batch of another width), that rank would raise while the others wait in the
+    collective until the timeout. Inside this block every rank runs its checks; on leaving it,
+    one ``all_reduce`` of an error flag (a collective: every rank must enter the block) tells
+    each rank whether any failed. If one did, every rank raises the error of the lowest failing
+    rank: a :class:`ValueError` or :class:`TypeError` as it was raised (other exceptions become
+    a :class:`RuntimeError`), its message followed by ``" (raised on rank r of w)"``, chained to
+    the local error on the ranks where the check failed::
+
+        with raise_on_every_rank():
+            check_features("features", features)
+        features = all_gather(features)
+
+    Single-process, or with ``enabled=False`` (a component that calls no collective), the block
+    is a plain block: errors pass unchanged.
+    """
+    if not enabled or not is_distributed() or get_world_size() == 1:
+        yield
+        return
+    error: Exception | None = None
+    try:
+        yield
+    except Exception as caught:  # every rank must learn of any failure
+        error = caught
+    flag = torch.tensor([int(error is not None)], device=_backend_device())
+    dist.all_reduce(flag, op=dist.ReduceOp.SUM)
+    if int(flag.item()):
+        _raise_first_error(error)
+
+
+def _raise_first_error(error: Exception | None) -> None:
+    """Raise the error of the lowest failing rank on every rank (a collective).
+
+    Call on every rank once all of them know that at least one has an ``error``.
+    """
+    summary = None
+    if error is not None:
+        kind = next((k for k in (ValueError, TypeError) if isinstance(error, k)), RuntimeError)
+        message = str(error) if kind is not RuntimeError else f"{type(error).__name__}: {error}"
+        summary = (kind.__name__, message)
+    summaries = all_gather_object(summary)
+    rank = next(r for r, s in enumerate(summaries) if s is not None)
+    kind_name, message = summaries[rank]
+    kind = {"ValueError": ValueError, "TypeError": TypeError}.get(kind_name, RuntimeError)
+    raise kind(f"{message} (raised on rank {rank} of {len(summaries)})") from error
+
+
+def _agree_on_layout(tensor: Any, *, rows_may_differ: bool) -> list[int]:
+    """Exchange every rank's row count and check that the ranks send tensors of one layout.
+
+    A collective. With the row counts go a flag for a rank whose ``tensor`` is not a tensor (of
+    at least one dimension when ``rows_may_differ``) and a checksum of its dtype and shape (the
+    trailing shape when ``rows_may_differ``): when one rank sent something else, every rank
+    raises the same :class:`ValueError`.
+
+    Returns:
+        The number of rows of every rank's ``tensor``.
+    """
+    error = None
+    try:
+        _check_collective_input(tensor, rows_may_differ)
+    except ValueError as caught:
+        error = caught
+    layout, rows = "", 0
+    if error is None:
+        layout = f"{tuple(tensor.shape[1:] if rows_may_differ else tensor.shape)} {tensor.dtype}"
+        rows = tensor.shape[0] if tensor.dim() else 0
+    checksum = zlib.crc32(layout.encode())
+    header = torch.tensor([int(error is not None), rows, checksum], device=_backend_device())
+    headers = [torch.empty_like(header) for _ in range(get_world_size())]
+    dist.all_gather(headers, header)
+    failed, counts, checksums = torch.stack(headers).T.tolist()
+    if any(failed):
+        _raise_first_error(error)
+    if len(set(checksums)) > 1:
+        compared = "trailing shape" if rows_may_differ else "shape"
+        received = all_gather_object(layout)
+        raise ValueError(
+            f"tensor must have the same {compared} and dtype on every rank, got "
+            + ", ".join(f"{sent} on rank {r}" for r, sent in enumerate(received))
+        )
+    return counts
+
+
+def _check_collective_input(tensor: Any, needs_rows: bool) -> None:
+    if not isinstance(tensor, Tensor) or (needs_rows and tensor.dim() < 1):
+        expected = "a torch.Tensor" + (
+            " with at least one dimension (B, ...)" if needs_rows else ""
+        )
+        got = (
+            f"shape {tuple(tensor.shape)}" if isinstance(tensor, Tensor) else type(tensor).__name__
+        )
+        raise ValueError(f"tensor must be {expected}, got {got}")
+
+
+def _gather_padded(tensor: Any) -> tuple[list[Tensor], list[int]]:
+    """All-gather tensors whose first dimension may differ between ranks (see
+    :func:`_agree_on_layout` for what is checked first)."""
     world_size = get_world_size()
-    size = torch.tensor([tensor.shape[0]], device=tensor.device, dtype=torch.long)
-    sizes = [torch.empty_like(size) for _ in range(world_size)]
-    dist.all_gather(sizes, size)
-    counts = [int(s.item()) for s in sizes]
+    counts = _agree_on_layout(tensor, rows_may_differ=True)
     longest = max(counts)
     padded = tensor.new_zeros((longest, *tensor.shape[1:]))
     padded[: tensor.shape[0]] = tensor
@@ -202,16 +340,15 @@ def all_gather_with_grad(tensor: Tensor) -> Tensor:
 
     Args:
         tensor: ``(B_r, ...)`` on rank ``r``; ``B_r`` may differ between ranks, the trailing
-            shape may not.
+            shape and the dtype may not (every rank raises the same :class:`ValueError`).
 
     Returns:
         ``(sum_r B_r, ...)``: rank 0's rows first, then rank 1's, and so on. When not
         distributed, ``tensor`` itself. In backward, the gradient reaching this rank's slice is
         the sum over ranks of their gradients for it (see the module docstring).
     """
-    if not isinstance(tensor, Tensor) or tensor.dim() < 1:
-        raise ValueError("tensor must be a torch.Tensor with at least one dimension (B, ...)")
     if not is_distributed() or get_world_size() == 1:
+        _check_collective_input(tensor, needs_rows=True)
         return tensor
     return _AllGatherWithGrad.apply(tensor)
 
@@ -220,24 +357,32 @@ def all_gather(tensor: Tensor) -> Tensor:
     """Concatenate ``tensor`` from every rank along dim 0, without gradients.
 
     Args:
-        tensor: ``(B_r, ...)`` on rank ``r`` (labels, detached features); ``B_r`` may differ.
+        tensor: ``(B_r, ...)`` on rank ``r`` (labels, detached features); ``B_r`` may differ,
+            the trailing shape and the dtype may not (every rank raises the same
+            :class:`ValueError`).
 
     Returns:
         ``(sum_r B_r, ...)`` in rank order; ``tensor`` itself when not distributed.
     """
-    if not isinstance(tensor, Tensor) or tensor.dim() < 1:
-        raise ValueError("tensor must be a torch.Tensor with at least one dimension (B, ...)")
     if not is_distributed() or get_world_size() == 1:
+        _check_collective_input(tensor, needs_rows=True)
         return tensor
     with torch.no_grad():
-        parts, _ = _gather_padded(tensor.detach().to(_backend_device()))
+        local = tensor.detach().to(_backend_device()) if isinstance(tensor, Tensor) else tensor
+        parts, _ = _gather_padded(local)
     return torch.cat(parts, dim=0).to(tensor.device)
 
 
 def all_reduce_mean(tensor: Tensor) -> Tensor:
-    """The mean of ``tensor`` over ranks (a new tensor, no gradient); ``tensor`` when alone."""
+    """The mean of ``tensor`` over ranks (a new tensor, no gradient); ``tensor`` when alone.
+
+    Every rank must pass a tensor of the same shape and dtype; otherwise every rank raises the
+    same :class:`ValueError` (without the check, ``gloo`` returns a wrong sum on some ranks).
+    """
     if not is_distributed() or get_world_size() == 1:
+        _check_collective_input(tensor, needs_rows=False)
         return tensor
+    _agree_on_layout(tensor, rows_may_differ=False)
     reduced = tensor.detach().to(_backend_device(), copy=True)
     dist.all_reduce(reduced, op=dist.ReduceOp.SUM)
     return (reduced / get_world_size()).to(tensor.device)

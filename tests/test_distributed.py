@@ -7,26 +7,20 @@ convention: the parameter gradients averaged over the ranks must equal the singl
 
 from __future__ import annotations
 
+import datetime
 import os
-import socket
+import re
+from multiprocessing.synchronize import Event
 
 import pytest
 import torch
-import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
 from reidkit import distributed
 from reidkit.engine import CheckpointManager, MetricTracker, TrainingState
 from reidkit.losses import SupConLoss
-
-WORLD_SIZE = 2
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.gloo import WORLD_SIZE, join_group, run_on_ranks
 
 
 def _rows(rank: int) -> torch.Tensor:
@@ -92,15 +86,7 @@ def _check_checkpoint_keeps_every_rank_generator(rank: int, directory: str) -> N
 
 
 def _worker(rank: int, port: int, directory: str) -> None:
-    os.environ.update(
-        RANK=str(rank),
-        LOCAL_RANK=str(rank),
-        WORLD_SIZE=str(WORLD_SIZE),
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-    )
-    torch.set_num_threads(1)
-    context = distributed.init_distributed("cpu")
+    context = join_group(rank, port)
     try:
         assert context.backend == "gloo" and context.world_size == WORLD_SIZE
         assert distributed.get_rank() == rank and distributed.is_main_process() == (rank == 0)
@@ -123,18 +109,119 @@ def _worker(rank: int, port: int, directory: str) -> None:
 
 @pytest.mark.distributed
 def test_two_gloo_processes_match_one_process(tmp_path) -> None:
-    if not dist.is_available():
-        # Some torch builds (e.g. macOS wheels without gloo) ship no torch.distributed.
-        pytest.skip("torch.distributed is not available")
-    # fork skips re-importing torch in each child (seconds on a busy 2-core machine); the
-    # children use one thread, so no OpenMP pool inherited from the parent is ever entered.
-    start_method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
-    mp.start_processes(
-        _worker,
-        args=(_free_port(), str(tmp_path)),
-        nprocs=WORLD_SIZE,
-        start_method=start_method,
+    run_on_ranks(_worker, str(tmp_path))
+
+
+def _raises_on_every_rank(call, message: str, kind: type[Exception] = ValueError) -> None:
+    """``call`` raises ``kind`` with exactly ``message`` here, and the ranks stay in step."""
+    with pytest.raises(kind, match=f"^{re.escape(message)}$"):
+        call()
+    assert distributed.all_gather_object("next") == ["next"] * WORLD_SIZE
+
+
+def _supcon_inputs(rank: int, **bad_on_rank_1) -> dict:
+    inputs = {
+        "anchors": torch.randn(3, 4),
+        "targets": torch.randn(3, 4),
+        "anchor_labels": torch.tensor([0, 1, 1]),
+    }
+    return inputs | (bad_on_rank_1 if rank == 1 else {})
+
+
+def _check_bad_input_on_one_rank(rank: int) -> None:
+    gather = distributed.all_gather
+    _raises_on_every_rank(
+        lambda: gather(torch.zeros(2) if rank == 0 else [1, 2]),
+        "tensor must be a torch.Tensor with at least one dimension (B, ...), got list (raised "
+        "on rank 1 of 2)",
     )
+    _raises_on_every_rank(
+        lambda: distributed.all_gather_with_grad(torch.randn(2, 4 + rank, requires_grad=True)),
+        "tensor must have the same trailing shape and dtype on every rank, got (4,) "
+        "torch.float32 on rank 0, (5,) torch.float32 on rank 1",
+    )
+    _raises_on_every_rank(
+        lambda: gather(torch.zeros(3, dtype=torch.int64 if rank == 0 else torch.int32)),
+        "tensor must have the same trailing shape and dtype on every rank, got () torch.int64 "
+        "on rank 0, () torch.int32 on rank 1",
+    )
+    _raises_on_every_rank(
+        lambda: distributed.all_reduce_mean(torch.ones(2 + rank, dtype=torch.float64)),
+        "tensor must have the same shape and dtype on every rank, got (2,) torch.float64 on "
+        "rank 0, (3,) torch.float64 on rank 1",
+    )
+    _raises_on_every_rank(
+        lambda: distributed.all_reduce_mean(torch.ones(()) if rank == 0 else 1.0),
+        "tensor must be a torch.Tensor, got float (raised on rank 1 of 2)",
+    )
+    supcon = SupConLoss()
+    _raises_on_every_rank(
+        lambda: supcon(**_supcon_inputs(rank, targets=torch.randn(3, 5))),
+        "targets must have the anchors' width 4, got shape (3, 5) (raised on rank 1 of 2)",
+    )
+    _raises_on_every_rank(
+        lambda: supcon(**_supcon_inputs(rank, anchor_labels=torch.zeros(3))),
+        "anchor_labels must be an integer tensor of shape (3,), got shape (3,) and dtype "
+        "torch.float32 (raised on rank 1 of 2)",
+    )
+    # Both ranks fail, differently: every rank raises the lowest rank's error.
+    scale = -1.0 if rank == 0 else 1.0
+    _raises_on_every_rank(
+        lambda: supcon(**_supcon_inputs(rank, anchor_labels=torch.zeros(3)), logit_scale=scale),
+        "logit_scale must be finite and > 0, got -1.0 (raised on rank 0 of 2)",
+    )
+
+    def failing_block(error: Exception) -> None:
+        with distributed.raise_on_every_rank():
+            if rank == 1:
+                raise error
+
+    _raises_on_every_rank(
+        lambda: failing_block(TypeError("labels must be a tensor")),
+        "labels must be a tensor (raised on rank 1 of 2)",
+        TypeError,
+    )
+    _raises_on_every_rank(
+        lambda: failing_block(KeyError("x")), "KeyError: 'x' (raised on rank 1 of 2)", RuntimeError
+    )
+    with distributed.raise_on_every_rank(enabled=False):  # no collective: rank 1 alone may run it
+        pass
+    # The checks cost no change of result on good input.
+    loss = supcon(**_supcon_inputs(rank))
+    assert torch.isfinite(loss)
+
+
+def _bad_input_worker(rank: int, port: int) -> None:
+    join_group(rank, port, timeout=30.0)  # a hang would turn into an error after 30 s
+    try:
+        _check_bad_input_on_one_rank(rank)
+        distributed.barrier()
+    finally:
+        distributed.cleanup_distributed()
+
+
+@pytest.mark.distributed
+def test_bad_input_on_one_rank_raises_the_same_error_on_every_rank() -> None:
+    run_on_ranks(_bad_input_worker, join_timeout=90.0)
+
+
+def _timeout_worker(rank: int, port: int, rank_0_done: Event) -> None:
+    join_group(rank, port, timeout=3.0)
+    try:
+        if rank == 0:
+            with pytest.raises(RuntimeError):  # rank 1 never joins this all_reduce
+                distributed.all_reduce_mean(torch.ones(1))
+            rank_0_done.set()
+        else:
+            assert rank_0_done.wait(timeout=60.0)
+    finally:
+        distributed.cleanup_distributed()
+
+
+@pytest.mark.distributed
+def test_a_collective_that_one_rank_skips_fails_after_the_timeout() -> None:
+    # Without init_distributed's timeout, rank 0 would wait for 30 minutes: the join fails.
+    run_on_ranks(_timeout_worker, mp.Event(), join_timeout=60.0)
 
 
 def test_single_process_helpers_are_identities() -> None:
@@ -149,6 +236,26 @@ def test_single_process_helpers_are_identities() -> None:
     assert distributed.data_parallel(layer) is layer
     with pytest.raises(ValueError, match="tensor"):
         distributed.all_gather_with_grad(torch.tensor(1.0))
+    with pytest.raises(ValueError, match=r"^tensor must be a torch\.Tensor, got list$"):
+        distributed.all_reduce_mean([1.0])
+
+
+def test_raise_on_every_rank_lets_errors_pass_in_one_process() -> None:
+    error = ValueError("features must be finite")
+    with pytest.raises(ValueError) as raised, distributed.raise_on_every_rank():
+        raise error
+    assert raised.value is error
+
+
+@pytest.mark.parametrize("timeout", [0, -5.0, float("inf"), float("nan"), "60", True])
+def test_init_rejects_a_bad_timeout(monkeypatch, timeout) -> None:
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    message = f"timeout must be a datetime.timedelta or a number of seconds > 0, got {timeout!r}"
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        distributed.init_distributed("cpu", timeout=timeout)
+    with pytest.raises(ValueError, match="timeout must be"):
+        distributed.init_distributed("cpu", timeout=datetime.timedelta(0))
+    assert distributed.init_distributed("cpu", timeout=datetime.timedelta(seconds=5)).rank == 0
 
 
 def test_init_without_torchrun_is_a_single_process(monkeypatch) -> None:

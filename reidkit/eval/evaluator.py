@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -12,7 +13,7 @@ from reidkit.eval.distance import pairwise_distance
 from reidkit.eval.features import extract_features
 from reidkit.eval.rank import RankResult, evaluate_rank
 from reidkit.eval.reranking import rerank_from_rows
-from reidkit.eval.validation import ArrayLike
+from reidkit.eval.validation import ArrayLike, IdArray
 
 _CHUNK_ELEMENTS = 1 << 24  # distance entries computed per chunk of queries
 
@@ -63,16 +64,22 @@ class ReIDEvaluator:
     def reset(self) -> None:
         """Forget every accumulated batch."""
         self._features: list[Tensor] = []
-        self._pids: list[Tensor] = []
-        self._camids: list[Tensor] = []
+        self._pids: list[IdArray] = []
+        self._camids: list[IdArray] = []
 
     def update(self, features: ArrayLike, pids: ArrayLike, camids: ArrayLike) -> None:
-        """Append a batch: ``(B, D)`` features, ``(B,)`` pids and ``(B,)`` camids."""
+        """Append a batch: ``(B, D)`` finite features, ``(B,)`` pids and ``(B,)`` camids.
+
+        Ids are integers, or strings or other hashable ids as :func:`reidkit.evaluate_rank`
+        accepts them; every batch must hold the same kind of id as the first.
+        """
         batch = validation.as_matrix("features", features)
-        device = torch.device("cpu")
+        validation.check_finite("features", batch)
+        batch_pids = _ids_like("pids", pids, batch.shape[0], self._pids)
+        batch_camids = _ids_like("camids", camids, batch.shape[0], self._camids)
         self._features.append(batch.float().cpu())
-        self._pids.append(validation.as_labels("pids", pids, batch.shape[0], device))
-        self._camids.append(validation.as_labels("camids", camids, batch.shape[0], device))
+        self._pids.append(batch_pids)
+        self._camids.append(batch_camids)
 
     @property
     def num_samples(self) -> int:
@@ -113,9 +120,26 @@ class ReIDEvaluator:
     def compute(self) -> RankResult:
         """CMC, mAP and mINP of the accumulated queries against the accumulated gallery."""
         distances = self.distances()
-        pids, camids = torch.cat(self._pids), torch.cat(self._camids)
+        pids, camids = _concatenate(self._pids), _concatenate(self._camids)
         q = self.num_query
         return evaluate_rank(distances, pids[:q], pids[q:], camids[:q], camids[q:], self.max_rank)
+
+
+def _ids_like(name: str, values: ArrayLike, length: int, earlier: list[IdArray]) -> IdArray:
+    """``values`` as ids on the CPU, of the same kind as the ``earlier`` batches' ids."""
+    ids = validation.as_ids(name, values, length)
+    kind = validation.id_kind(ids)
+    if earlier and kind != (expected := validation.id_kind(earlier[0])):
+        raise ValueError(
+            f"{name} must hold the same kind of id in every batch: the first batch held "
+            f"{expected} ids, this one {kind} ids"
+        )
+    return ids.cpu() if isinstance(ids, Tensor) else ids
+
+
+def _concatenate(batches: list[IdArray]) -> IdArray:
+    """The ids of every batch, all of one kind (see :meth:`ReIDEvaluator.update`)."""
+    return torch.cat(batches) if isinstance(batches[0], Tensor) else np.concatenate(batches)
 
 
 def evaluate_model(

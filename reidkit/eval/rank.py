@@ -91,8 +91,11 @@ def evaluate_rank(
     Args:
         distmat: ``(Q, G)`` distances, smaller is more similar; numpy or torch, any floating
             dtype, CPU or CUDA (the computation runs where the tensor lives). Must be finite.
-        q_pids, g_pids: ``(Q,)`` and ``(G,)`` integer identities.
-        q_camids, g_camids: ``(Q,)`` and ``(G,)`` integer camera ids.
+        q_pids, g_pids: ``(Q,)`` and ``(G,)`` identities: integers, or strings (e.g. read
+            from a file list) or other hashable ids, encoded through one
+            :func:`numpy.unique` of query and gallery together, so the metrics are those of
+            the ids themselves. Both sides must hold the same kind of id.
+        q_camids, g_camids: ``(Q,)`` and ``(G,)`` camera ids, of any kind as the identities.
         max_rank: length of the returned CMC curve. It may exceed the gallery size: a scored
             query always has its first match within the gallery, so the curve has reached 1
             by then and stays there.
@@ -126,11 +129,15 @@ def _evaluate(
     if num_q == 0 or num_g == 0:
         raise ValueError(f"{matrix_name} must have Q >= 1 and G >= 1, got {tuple(distances.shape)}")
     device = distances.device
-    q_pids_t = validation.as_labels("q_pids", q_pids, num_q, device)
-    g_pids_t = validation.as_labels("g_pids", g_pids, num_g, device)
+    pid_names = ("text_pids", "image_pids") if is_similarity else ("q_pids", "g_pids")
+    q_pids_t, g_pids_t = validation.as_paired_labels(
+        pid_names, q_pids, g_pids, (num_q, num_g), device
+    )
     use_cams = q_camids is not None and g_camids is not None
-    q_cams_t = validation.as_labels("q_camids", q_camids, num_q, device) if use_cams else None
-    g_cams_t = validation.as_labels("g_camids", g_camids, num_g, device) if use_cams else None
+    if use_cams:
+        q_cams_t, g_cams_t = validation.as_paired_labels(
+            ("q_camids", "g_camids"), q_camids, g_camids, (num_q, num_g), device
+        )
     validation.check_positive_int("max_rank", max_rank)
     if chunk_size is None:
         chunk_size = max(1, _CHUNK_ELEMENTS // num_g)

@@ -56,7 +56,7 @@ def k_reciprocal_jaccard_distance(
         features_or_dist: ``(N, D)`` features, whose original distance is the squared Euclidean
             ``||x_i - x_j||^2`` (``2 - 2 cos`` for L2-normalised features), or, with
             ``is_distance=True``, an ``(N, N)`` original distance matrix used as given.
-            numpy or torch, CPU or CUDA.
+            numpy or torch, CPU or CUDA; finite, with original distances that fit float32.
         k1: neighbourhood size of the k-reciprocal sets (20 in the paper, 30 in Cluster-Contrast).
         k2: neighbours averaged in the local query expansion (1 disables it).
         is_distance: see ``features_or_dist``.
@@ -112,7 +112,8 @@ def re_ranking(
     Args:
         q_g_dist: ``(Q, G)`` query-gallery distances.
         q_q_dist: ``(Q, Q)`` query-query distances.
-        g_g_dist: ``(G, G)`` gallery-gallery distances.
+        g_g_dist: ``(G, G)`` gallery-gallery distances. All three must be finite, and below
+            ``1.8e19`` in magnitude (their squares are taken in float32).
         k1, k2: as in :func:`k_reciprocal_jaccard_distance` (paper: 20 and 6).
         lambda_value: weight of the original distance (paper: 0.3); 1 returns the (squared,
             row-normalised) original distance, 0 the Jaccard distance alone.
@@ -129,6 +130,8 @@ def re_ranking(
         raise ValueError(f"q_q_dist must have shape ({num_q}, {num_q}), got {tuple(q_q.shape)}")
     if g_g.shape != (num_g, num_g):
         raise ValueError(f"g_g_dist must have shape ({num_g}, {num_g}), got {tuple(g_g.shape)}")
+    for name, matrix in (("q_g_dist", q_g), ("q_q_dist", q_q), ("g_g_dist", g_g)):
+        validation.check_finite(name, matrix)
     device = q_g.device
 
     def raw_rows(start: int, stop: int) -> Tensor:
@@ -200,7 +203,9 @@ def k_reciprocal_features(
     num_neighbours = min(num, max(k1 + 1, k2))
     nearest = torch.cat(
         [
-            torch.topk(rows(s, min(s + chunk_size, num)), num_neighbours, largest=False).indices
+            torch.topk(
+                _finite_rows(rows, s, min(s + chunk_size, num)), num_neighbours, largest=False
+            ).indices
             for s in range(0, num, chunk_size)
         ]
     )
@@ -225,6 +230,17 @@ def k_reciprocal_features(
     if k2 == 1:
         return weights
     return _query_expansion(weights, nearest[:, :k2])
+
+
+def _finite_rows(rows: DistanceRows, start: int, stop: int) -> Tensor:
+    """``rows(start, stop)``, checked: finite inputs can still overflow float32 when squared."""
+    distances = rows(start, stop)
+    if not validation.is_finite(distances):
+        raise ValueError(
+            "re-ranking computes the original distances in float32 and they overflow: keep the "
+            "distances below 1.8e19 (the features below about 1e19) or scale them down"
+        )
+    return distances
 
 
 def jaccard_rows(weights: SparseRows, start: int, stop: int) -> Tensor:

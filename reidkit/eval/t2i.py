@@ -26,7 +26,8 @@ def evaluate_t2i(
         similarity: ``(T, I)`` text-image similarities (e.g. cosine), larger is more similar;
             numpy or torch, CPU or CUDA.
         text_pids: ``(T,)`` identities described by the texts.
-        image_pids: ``(I,)`` identities of the gallery images.
+        image_pids: ``(I,)`` identities of the gallery images (integers, strings or other
+            hashable ids, as in :func:`reidkit.evaluate_rank`).
         max_rank: length of the CMC curve (10 covers R1, R5 and R10).
         chunk_size: texts per chunk (default: about 4M similarities per chunk).
 

@@ -36,10 +36,13 @@ def ranked_gallery(
     distances = validation.as_matrix("distmat", distmat)
     num_q, num_g = distances.shape
     device = distances.device
-    q_pid = validation.as_labels("q_pids", q_pids, num_q, device)
-    g_pid = validation.as_labels("g_pids", g_pids, num_g, device)
-    q_cam = validation.as_labels("q_camids", q_camids, num_q, device)
-    g_cam = validation.as_labels("g_camids", g_camids, num_g, device)
+    lengths = (num_q, num_g)
+    q_pid, g_pid = validation.as_paired_labels(
+        ("q_pids", "g_pids"), q_pids, g_pids, lengths, device
+    )
+    q_cam, g_cam = validation.as_paired_labels(
+        ("q_camids", "g_camids"), q_camids, g_camids, lengths, device
+    )
     validation.check_positive_int("topk", topk)
     rows = torch.as_tensor(list(query_indices), dtype=torch.int64, device=device)
     if rows.numel() and (int(rows.min()) < 0 or int(rows.max()) >= num_q):

@@ -56,8 +56,9 @@ def at_least_float32(tensor: Tensor) -> Tensor:
 def check_features(name: str, features: Tensor) -> None:
     """``features`` must be a floating ``(N, D)`` tensor."""
     if not isinstance(features, Tensor) or features.dim() != 2 or not features.is_floating_point():
-        shape = tuple(features.shape) if isinstance(features, Tensor) else type(features).__name__
-        raise ValueError(f"{name} must be a floating-point tensor of shape (N, D), got {shape}")
+        raise ValueError(
+            f"{name} must be a floating-point tensor of shape (N, D), got {describe(features)}"
+        )
 
 
 def check_labels(name: str, labels: Tensor, count: int) -> None:
@@ -67,6 +68,15 @@ def check_labels(name: str, labels: Tensor, count: int) -> None:
         or labels.shape != (count,)
         or labels.is_floating_point()
         or labels.is_complex()
+        or labels.dtype == torch.bool
     ):
-        shape = tuple(labels.shape) if isinstance(labels, Tensor) else type(labels).__name__
-        raise ValueError(f"{name} must be an integer tensor of shape ({count},), got {shape}")
+        raise ValueError(
+            f"{name} must be an integer tensor of shape ({count},), got {describe(labels)}"
+        )
+
+
+def describe(value: object) -> str:
+    """``"shape (N, D) and dtype torch.float32"`` for a tensor, the type's name otherwise."""
+    if isinstance(value, Tensor):
+        return f"shape {tuple(value.shape)} and dtype {value.dtype}"
+    return type(value).__name__

@@ -32,12 +32,35 @@ def similarity_logits(
     Returns:
         ``(N, M)`` logits.
     """
+    check_logit_scale(logit_scale)
     if normalize:
         anchors, targets = F.normalize(anchors, dim=-1), F.normalize(targets, dim=-1)
     similarity = anchors @ targets.transpose(0, 1)
     if logit_scale is not None:
         return similarity * logit_scale
     return similarity / temperature
+
+
+def check_logit_scale(logit_scale: Tensor | float | None) -> None:
+    """``logit_scale`` must be ``None``, a finite number > 0 or a one-element tensor.
+
+    A tensor's value is not read (that would synchronise with the GPU at every step).
+    """
+    if logit_scale is None:
+        return
+    if isinstance(logit_scale, Tensor):
+        if logit_scale.numel() != 1 or not logit_scale.is_floating_point():
+            raise ValueError(
+                "logit_scale must be a number or a one-element floating-point tensor, got a "
+                f"{logit_scale.dtype} tensor of shape {tuple(logit_scale.shape)}"
+            )
+    elif isinstance(logit_scale, bool) or not isinstance(logit_scale, (int, float)):
+        raise ValueError(
+            "logit_scale must be a number or a one-element floating-point tensor, got "
+            f"{type(logit_scale).__name__}"
+        )
+    elif not 0 < logit_scale < float("inf"):
+        raise ValueError(f"logit_scale must be finite and > 0, got {logit_scale!r}")
 
 
 def pairwise_distance(x: Tensor, y: Tensor, metric: str = "euclidean") -> Tensor:

@@ -19,9 +19,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from reidkit.distributed import all_gather, all_gather_with_grad
+from reidkit.distributed import all_gather, all_gather_with_grad, raise_on_every_rank
 from reidkit.losses.base import ReductionLoss, at_least_float32, check_features, check_labels
-from reidkit.losses.similarity import similarity_logits
+from reidkit.losses.similarity import check_logit_scale, similarity_logits
 
 
 class SupConLoss(ReductionLoss):
@@ -38,7 +38,10 @@ class SupConLoss(ReductionLoss):
     of every rank are gathered, the targets with gradients
     (:func:`reidkit.distributed.all_gather_with_grad`), so that each rank's anchors are
     contrasted with the global batch; with equal batch sizes on every rank, the mean of the
-    ranks' losses equals the loss of one process on the concatenated batch.
+    ranks' losses equals the loss of one process on the concatenated batch. The arguments are
+    checked on every rank before the gathers: bad input on one rank raises the same error on
+    all of them (:func:`reidkit.distributed.raise_on_every_rank`) instead of leaving the others
+    waiting.
 
     Args:
         normalize: L2-normalise anchors and targets.
@@ -83,23 +86,27 @@ class SupConLoss(ReductionLoss):
             anchor_labels: ``(N,)`` identities of the anchors.
             target_labels: ``(M,)`` identities of the targets; ``None``: ``anchor_labels``
                 (paired batches, ``M = N``).
-            logit_scale: scalar multiplying the similarities instead of ``1 / temperature``.
+            logit_scale: scalar multiplying the similarities instead of ``1 / temperature``:
+                a finite number > 0 or a one-element tensor.
 
         Returns:
             The reduced loss (``(N,)`` with ``reduction="none"``, 0 for anchors without a
             positive among the targets).
         """
-        check_features("anchors", anchors)
-        check_features("targets", targets)
-        if targets.shape[1] != anchors.shape[1]:
-            raise ValueError(
-                f"targets must have the anchors' width {anchors.shape[1]}, "
-                f"got shape {tuple(targets.shape)}"
-            )
-        check_labels("anchor_labels", anchor_labels, anchors.shape[0])
         if target_labels is None:
             target_labels = anchor_labels
-        check_labels("target_labels", target_labels, targets.shape[0])
+        # A check failing on one rank only must fail on all before the gathers, not hang them.
+        with raise_on_every_rank(enabled=self.gather_distributed):
+            check_features("anchors", anchors)
+            check_features("targets", targets)
+            if targets.shape[1] != anchors.shape[1]:
+                raise ValueError(
+                    f"targets must have the anchors' width {anchors.shape[1]}, "
+                    f"got shape {tuple(targets.shape)}"
+                )
+            check_labels("anchor_labels", anchor_labels, anchors.shape[0])
+            check_labels("target_labels", target_labels, targets.shape[0])
+            check_logit_scale(logit_scale)
         if self.gather_distributed:
             targets = all_gather_with_grad(targets)
             target_labels = all_gather(target_labels)

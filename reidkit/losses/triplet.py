@@ -12,7 +12,8 @@ identity (other than ``i``) and the hardest negative the closest sample of anoth
     \\ell_i = \\log(1 + \\exp(d^+_i - d^-_i)).
 
 Anchors without a positive (an identity seen once) or without a negative (a batch of one
-identity) have no triplet: they are left out of the mean.
+identity) have no triplet: they are left out of the mean. An empty batch has no anchor and
+gives 0, still attached to the graph, as every :class:`~reidkit.losses.base.ReductionLoss`.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ class TripletLoss(ReductionLoss):
         """Hardest-positive and hardest-negative distances of every anchor.
 
         Args:
-            features: ``(N, D)``.
+            features: ``(N, D)``, ``N >= 0``.
             labels: ``(N,)`` identities.
 
         Returns:
@@ -71,13 +72,21 @@ class TripletLoss(ReductionLoss):
         eye = torch.eye(len(labels), dtype=torch.bool, device=labels.device)
         positive = same & ~eye
         negative = ~same
+        if len(labels) == 0:  # no row to reduce over: empty results, still on the graph
+            empty = distances.sum(dim=1)
+            return empty, empty, positive.any(dim=1)
         far = torch.finfo(distances.dtype).max
         d_pos = distances.masked_fill(~positive, -far).amax(dim=1)
         d_neg = distances.masked_fill(~negative, far).amin(dim=1)
         return d_pos, d_neg, positive.any(dim=1) & negative.any(dim=1)
 
     def forward(self, features: Tensor, labels: Tensor) -> Tensor:
-        """Loss of ``features`` ``(N, D)`` with identities ``labels`` ``(N,)``."""
+        """Loss of ``features`` ``(N, D)`` with identities ``labels`` ``(N,)``.
+
+        Returns:
+            The reduced loss; ``(N,)`` with ``reduction="none"``. With no valid anchor (an
+            empty batch included) the mean and the sum are 0, attached to the graph.
+        """
         d_pos, d_neg, valid = self.hardest(features, labels)
         gap = (d_pos - d_neg).where(valid, d_pos.new_zeros(()))
         losses = F.softplus(gap) if self.margin is None else F.relu(gap + self.margin)

@@ -14,10 +14,15 @@ momentum :math:`\\mu` (eq. 5), renormalised after every step:
 The memory is a buffer, never a parameter: updates run under :func:`torch.no_grad` and no
 gradient reaches it. Under ``torch.distributed`` the features and labels of every rank are
 gathered before an update, so all ranks hold the same memory.
+
+A feature row holding NaN or inf would turn its centroid into NaN for good: :meth:`update`
+skips such rows (the same rows on every rank, after the gather) and counts them in
+``num_nonfinite_skipped``.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -25,8 +30,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from reidkit.distributed import all_gather, broadcast_object, get_world_size
+from reidkit.distributed import all_gather, broadcast_object, get_world_size, raise_on_every_rank
 from reidkit.eval import extract_features
+from reidkit.losses.base import check_labels, describe
 
 UPDATE_RULES = ("all", "hardest")
 
@@ -45,10 +51,15 @@ class PrototypeMemory(nn.Module):
             code).
         gather_distributed: under ``torch.distributed``, update with the batches of all ranks
             and initialise every rank with rank 0's centroids, so all ranks hold the same
-            memory; ``False`` keeps a separate memory per rank.
+            memory; ``False`` keeps a separate memory per rank. The arguments are checked on
+            every rank before the collectives: bad input on one rank raises the same error on
+            all of them (:func:`reidkit.distributed.raise_on_every_rank`).
 
     Attributes:
         centroids: ``(C, d)`` buffer of unit rows, saved in the ``state_dict``.
+        num_nonfinite_skipped: feature rows holding NaN or inf that :meth:`update` left out
+            since the memory was built (counted over all ranks when gathering; not saved in
+            the ``state_dict``; set it to 0 to count per epoch).
     """
 
     centroids: Tensor
@@ -71,6 +82,7 @@ class PrototypeMemory(nn.Module):
         self.momentum = float(momentum)
         self.update_rule = update_rule
         self.gather_distributed = gather_distributed
+        self.num_nonfinite_skipped = 0
         self.register_buffer("centroids", torch.zeros(num_classes, dim))
 
     @property
@@ -98,10 +110,11 @@ class PrototypeMemory(nn.Module):
         See :meth:`initialise_from_features` and the class for the arguments; the memory lives
         on ``features``' device.
         """
-        if not isinstance(features, Tensor) or features.dim() != 2:
-            raise ValueError(f"features must be a (N, d) tensor, got {_shape(features)}")
-        classes = _count_classes(labels) if num_classes is None else num_classes
-        memory = cls(classes, features.shape[1], momentum, update_rule, gather_distributed)
+        with raise_on_every_rank(enabled=gather_distributed):
+            if not isinstance(features, Tensor) or features.dim() != 2:
+                raise ValueError(f"features must be a (N, d) tensor, got {describe(features)}")
+            classes = _count_classes(labels) if num_classes is None else num_classes
+            memory = cls(classes, features.shape[1], momentum, update_rule, gather_distributed)
         return memory.to(features.device).initialise_from_features(features, labels, classes)
 
     @classmethod
@@ -155,28 +168,39 @@ class PrototypeMemory(nn.Module):
         centroids.
 
         Args:
-            features: ``(N, d)`` features of the whole train set.
+            features: ``(N, d)`` finite features of the whole train set.
             labels: ``(N,)`` integer labels in ``[-1, C)``; every class needs a sample.
 
         Returns:
             ``self``.
+
+        Raises:
+            ValueError: on a bad argument, a row of ``features`` holding NaN or inf (the
+                encoder has diverged), or a class without a sample; under
+                ``torch.distributed``, on every rank when it holds on one.
         """
-        _check_batch(features, labels, self.dim)
-        classes = _count_classes(labels) if num_classes is None else num_classes
-        _check_count("num_classes", classes)
-        labels = labels.to(features.device)
-        if bool((labels >= classes).any()):
-            raise ValueError(f"labels must lie in [-1, {classes}), got values >= {classes}")
-        kept = labels >= 0
+        with raise_on_every_rank(enabled=self.gather_distributed):
+            _check_batch(features, labels, self.dim)
+            classes = _count_classes(labels) if num_classes is None else num_classes
+            _check_count("num_classes", classes)
+            labels = labels.to(features.device)
+            if bool((labels >= classes).any()):
+                raise ValueError(f"labels must lie in [-1, {classes}), got values >= {classes}")
+            nonfinite = torch.nonzero(~torch.isfinite(features).all(dim=1)).flatten().tolist()
+            if nonfinite:
+                raise ValueError(
+                    f"features must be finite; rows holding NaN or inf: {_first(nonfinite)}"
+                )
+            kept = labels >= 0
+            counts = torch.bincount(labels[kept], minlength=classes)
+            if bool((counts == 0).any()):
+                empty = torch.nonzero(counts == 0).flatten().tolist()
+                raise ValueError(
+                    f"labels must give every class in [0, {classes}) a sample; classes without "
+                    f"one: {_first(empty)}"
+                )
         normalised = F.normalize(features[kept].to(torch.float64), dim=1)
         sums = normalised.new_zeros(classes, self.dim).index_add_(0, labels[kept], normalised)
-        counts = torch.bincount(labels[kept], minlength=classes)
-        if bool((counts == 0).any()):
-            empty = torch.nonzero(counts == 0).flatten().tolist()
-            raise ValueError(
-                f"labels must give every class in [0, {classes}) a sample; classes without one: "
-                f"{empty[:5]}{' ...' if len(empty) > 5 else ''}"
-            )
         centroids = F.normalize(sums, dim=1).to(self.centroids.dtype)
         if self.gather_distributed and get_world_size() > 1:
             centroids = broadcast_object(centroids.cpu()).to(features.device)
@@ -192,19 +216,41 @@ class PrototypeMemory(nn.Module):
         them. Under ``torch.distributed`` (and ``gather_distributed``) the batches of all ranks
         are gathered (rank 0's rows first) and every rank applies the same update.
 
+        Rows of ``features`` holding NaN or inf are skipped (their centroids keep their value
+        instead of becoming NaN for the rest of training), counted in
+        :attr:`num_nonfinite_skipped` and reported by a :class:`RuntimeWarning`. When
+        gathering, the rows are filtered after the gather, so every rank skips the same rows
+        and keeps the same memory.
+
         Args:
             features: ``(B, d)`` features of this rank's batch.
             labels: ``(B,)`` integer labels in ``[0, C)``.
+
+        Raises:
+            ValueError: on a bad argument; under ``torch.distributed``, on every rank when it
+                holds on one.
         """
-        _check_batch(features, labels, self.dim)
-        if bool(((labels < 0) | (labels >= self.num_classes)).any()):
-            raise ValueError(f"labels must lie in [0, {self.num_classes}), got values outside")
+        with raise_on_every_rank(enabled=self.gather_distributed):
+            _check_batch(features, labels, self.dim)
+            if bool(((labels < 0) | (labels >= self.num_classes)).any()):
+                raise ValueError(f"labels must lie in [0, {self.num_classes}), got values outside")
         features = features.detach()
         if self.gather_distributed:
             features, labels = all_gather(features), all_gather(labels)
         device = self.centroids.device
-        features = F.normalize(features.to(device, self.centroids.dtype), dim=1)
-        labels = labels.to(device)
+        features, labels = features.to(device, self.centroids.dtype), labels.to(device)
+        finite = torch.isfinite(features).all(dim=1)
+        skipped = int(finite.numel() - finite.sum())
+        if skipped:
+            self.num_nonfinite_skipped += skipped
+            warnings.warn(
+                "PrototypeMemory.update skipped feature rows holding NaN or inf; their centroids "
+                "keep their value (see num_nonfinite_skipped)",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            features, labels = features[finite], labels[finite]
+        features = F.normalize(features, dim=1)
         if self.update_rule == "hardest":
             features, labels = self._hardest_per_class(features, labels)
         mu = self.momentum
@@ -281,16 +327,8 @@ def _check_batch(features: Tensor, labels: Tensor, dim: int) -> None:
         or features.shape[1] != dim
         or not features.is_floating_point()
     ):
-        raise ValueError(f"features must be a floating (N, {dim}) tensor, got {_shape(features)}")
-    if (
-        not isinstance(labels, Tensor)
-        or labels.shape != (features.shape[0],)
-        or labels.is_floating_point()
-        or labels.is_complex()
-    ):
-        raise ValueError(
-            f"labels must be an integer ({features.shape[0]},) tensor, got {_shape(labels)}"
-        )
+        raise ValueError(f"features must be a floating (N, {dim}) tensor, got {describe(features)}")
+    check_labels("labels", labels, features.shape[0])
 
 
 def _count_classes(labels: Tensor) -> int:
@@ -299,5 +337,6 @@ def _count_classes(labels: Tensor) -> int:
     return int(labels.max()) + 1
 
 
-def _shape(value: object) -> object:
-    return tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+def _first(indices: list[int]) -> str:
+    """The first five ``indices``, and an ellipsis when there are more."""
+    return f"{indices[:5]}{' ...' if len(indices) > 5 else ''}"

@@ -116,3 +116,29 @@ def test_evaluator_rejects_bad_options() -> None:
         ReIDEvaluator(0)
     with pytest.raises(ValueError, match=r"pids must have shape \(2,\)"):
         ReIDEvaluator(1).update(np.zeros((2, 3)), [1, 2, 3], [0, 0])
+    with pytest.raises(ValueError, match="features must be finite; found NaN or inf"):
+        ReIDEvaluator(1).update(np.array([[0.0, np.nan], [1.0, 2.0]]), [1, 2], [0, 0])
+    evaluator = ReIDEvaluator(1)
+    evaluator.update(np.zeros((2, 3)), [1, 2], [0, 0])
+    with pytest.raises(
+        ValueError,
+        match="camids must hold the same kind of id in every batch: the first batch held "
+        "integer ids, this one string ids",
+    ):
+        evaluator.update(np.zeros((1, 3)), [1], ["c1"])
+    assert evaluator.num_samples == 2  # the rejected batch was not kept
+
+
+def test_evaluator_takes_string_ids_batch_by_batch() -> None:
+    rng = np.random.default_rng(7)
+    features = rng.normal(size=(30, 4)).astype(np.float32)
+    pids, camids = rng.integers(0, 5, 30), rng.integers(0, 3, 30)
+    names = np.array(["0004", "0003", "0002", "0001", "0000"])  # reversed order
+    by_name, by_integer = ReIDEvaluator(num_query=8), ReIDEvaluator(num_query=8)
+    for start in range(0, 30, 7):
+        rows = slice(start, start + 7)
+        by_name.update(features[rows], names[pids[rows]].tolist(), [f"c{c}" for c in camids[rows]])
+        by_integer.update(features[rows], pids[rows], camids[rows])
+    named, expected = by_name.compute(), by_integer.compute()
+    assert named.mAP == expected.mAP and named.mINP == expected.mINP
+    np.testing.assert_array_equal(named.cmc, expected.cmc)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -98,7 +100,11 @@ def test_same_camera_matches_are_junk_not_negatives() -> None:
     [
         ({"distmat": np.zeros(5)}, "distmat must have shape"),
         ({"q_pids": np.zeros(3, dtype=int)}, r"q_pids must have shape \(2,\)"),
-        ({"g_camids": np.zeros(4)}, "g_camids must hold integers"),
+        ({"g_camids": np.zeros(4)}, "g_camids must hold integer or string ids, got dtype float64"),
+        (
+            {"g_pids": torch.zeros(4, dtype=torch.bool)},
+            "g_pids must hold integer or string ids, got dtype torch.bool",
+        ),
         ({"distmat": np.full((2, 4), np.nan)}, "distmat must be finite"),
         ({"max_rank": 0}, "max_rank must be an integer >= 1"),
         ({"g_pids": "0123"}, "g_pids must be a numpy array, a torch tensor"),
@@ -117,6 +123,86 @@ def test_bad_arguments_name_the_argument(kwargs: dict, message: str) -> None:
         evaluate_rank(**arguments)
 
 
+def _as_strings(ids: np.ndarray, seed: int) -> np.ndarray:
+    """Integer ids renamed to strings by a random bijection (sorting no longer agrees)."""
+    names = np.array([f"p{n:03d}" for n in np.random.default_rng(seed).permutation(1000)])
+    return names[ids]
+
+
+@given(retrieval_problems(), st.sampled_from(["str", "list", "object", "bytes"]))
+def test_string_and_object_ids_score_as_the_integer_ids(problem: dict, form: str) -> None:
+    names = ("distmat", "q_pids", "g_pids", "q_camids", "g_camids")
+    ids = {n: _as_strings(problem[n], seed) for seed, n in enumerate(names[1:])}
+    if form == "list":
+        ids = {n: ids[n].tolist() for n in ids}
+    elif form == "object":  # an object array of ids beside an array of strings
+        ids["q_pids"], ids["g_camids"] = (
+            ids["q_pids"].astype(object),
+            ids["g_camids"].astype(object),
+        )
+    elif form == "bytes":
+        ids = {n: ids[n].astype(bytes) for n in ids}
+    arguments = [problem["distmat"], *(ids[n] for n in names[1:]), problem["max_rank"]]
+    expected = rank_metrics_loop(*(np.asarray(a) for a in arguments[:5]), problem["max_rank"])
+    if expected[3] == 0:
+        with pytest.raises(ValueError, match="no query has a valid match"):
+            evaluate_rank(*arguments)
+        return
+    result = evaluate_rank(*arguments, chunk_size=problem["chunk_size"])
+    _assert_matches_loop(result, expected)
+    with_integers = evaluate_rank(*(problem[n] for n in names), problem["max_rank"])
+    assert (result.mAP, result.mINP) == (with_integers.mAP, with_integers.mINP)
+    np.testing.assert_array_equal(result.cmc, with_integers.cmc)
+
+
+def test_integer_tensor_ids_pair_with_object_ids() -> None:
+    distmat = np.array([[0.1, 0.2, 0.3], [0.3, 0.1, 0.2]])
+    q_pids = np.array([7, ("a", 1)], dtype=object)  # any hashable id
+    g_pids = np.array([("a", 1), 7, 3], dtype=object)
+    result = evaluate_rank(distmat, q_pids, g_pids, torch.tensor([0, 0]), np.array([1, 1, 1]))
+    expected = evaluate_rank(distmat, [7, 9], [9, 7, 3], [0, 0], [1, 1, 1])
+    assert result.mAP == expected.mAP == pytest.approx((1 / 2 + 1 / 3) / 2)
+    object_cams = np.array([0, 0], dtype=object)
+    same = evaluate_rank(distmat, [7, 9], torch.tensor([9, 7, 3]), object_cams, [1, 1, 1])
+    assert same.mAP == expected.mAP
+
+
+@pytest.mark.parametrize(
+    ("q_pids", "g_pids", "message"),
+    [
+        (
+            np.array([1, 2]),
+            ["1", "2", "3"],
+            "q_pids and g_pids must hold ids of one kind, got integer ids and string ids "
+            "(no query id could equal a gallery id)",
+        ),
+        (
+            ["a", "b"],
+            np.array([b"a", b"b", b"c"]),
+            "q_pids and g_pids must hold ids of one kind, got string ids and bytes ids "
+            "(no query id could equal a gallery id)",
+        ),
+        (
+            np.array([1, 2], dtype=object),  # an object array of ints is valid
+            np.array([None, [1], 2], dtype=object),
+            "q_pids and g_pids must hold hashable ids: unhashable type: 'list'",
+        ),
+        (np.array([0.5, 1.5]), [0, 1, 2], "q_pids must hold integer or string ids, got dtype"),
+    ],
+)
+def test_ids_of_different_kinds_are_rejected(q_pids, g_pids, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        evaluate_rank(np.zeros((2, 3)), q_pids, g_pids, [0, 0], [1, 1, 1])
+
+
+def test_a_string_matrix_is_rejected_with_its_name() -> None:
+    with pytest.raises(
+        ValueError,
+        match="distmat must be a numpy array, a torch tensor or a list of numbers, got dtype <U1",
+    ):
+        evaluate_rank(np.array([["a"]]), [0], [0], [0], [1])
+
+
 @given(st.integers(0, 2**32 - 1), st.integers(1, 12))
 def test_evaluate_t2i_matches_brute_force(seed: int, max_rank: int) -> None:
     rng = np.random.default_rng(seed)
@@ -127,6 +213,10 @@ def test_evaluate_t2i_matches_brute_force(seed: int, max_rank: int) -> None:
         return
     result = evaluate_t2i(torch.from_numpy(similarity), text_pids, image_pids, max_rank)
     _assert_matches_loop(result, expected)
+    named = evaluate_t2i(
+        similarity, _as_strings(text_pids, 0), _as_strings(image_pids, 0), max_rank
+    )
+    _assert_matches_loop(named, expected)
     # R@k by definition: a true match among the k most similar images (stable order).
     order = np.argsort(-similarity, axis=1, kind="stable")
     has_match = (image_pids[None, :] == text_pids[:, None]).any(axis=1)

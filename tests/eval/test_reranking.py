@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -105,4 +107,46 @@ def test_re_ranking_helps_on_clustered_data() -> None:
 )
 def test_bad_arguments_are_rejected(call, message: str) -> None:
     with pytest.raises(ValueError, match=message):
+        call()
+
+
+def _poisoned(matrix: np.ndarray, value: float = np.nan) -> np.ndarray:
+    poisoned = matrix.copy()
+    poisoned[-1, 0] = value
+    return poisoned
+
+
+_POINTS = np.random.default_rng(3).normal(size=(7, 3))
+_Q_G, _Q_Q, _G_G = _split(_POINTS, 2)
+_OVERFLOW = (
+    "re-ranking computes the original distances in float32 and they overflow: keep the "
+    "distances below 1.8e19 (the features below about 1e19) or scale them down"
+)
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (
+            lambda: re_ranking(_poisoned(_Q_G), _Q_Q, _G_G),
+            "q_g_dist must be finite; found NaN or inf",
+        ),
+        (
+            lambda: re_ranking(_Q_G, _poisoned(_Q_Q), _G_G),
+            "q_q_dist must be finite; found NaN or inf",
+        ),
+        (
+            lambda: re_ranking(_Q_G, _Q_Q, _poisoned(_G_G, np.inf)),
+            "g_g_dist must be finite; found NaN or inf",
+        ),
+        (lambda: re_ranking(_Q_G * 1e20, _Q_Q * 1e20, _G_G * 1e20), _OVERFLOW),
+        (lambda: k_reciprocal_jaccard_distance(_POINTS * 1e20), _OVERFLOW),
+        (
+            lambda: k_reciprocal_jaccard_distance(_poisoned(_POINTS)),
+            "features_or_dist must be finite; found NaN or inf",
+        ),
+    ],
+)
+def test_non_finite_or_overflowing_distances_are_rejected(call, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
         call()

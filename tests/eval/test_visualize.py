@@ -28,6 +28,11 @@ def test_ranked_gallery_matches_brute_force() -> None:
         padded = ranking + [-1] * (12 - len(ranking))
         assert order[q].tolist() == padded
         assert correct[q].tolist() == [j >= 0 and g_pids[j] == q_pids[q] for j in padded]
+    names = np.array(["z", "y", "x"])  # string ids rank as the integers they rename
+    named = ranked_gallery(
+        distmat, names[q_pids], names[g_pids], names[q_cams], names[g_cams], range(5), 20
+    )
+    assert named[0].tolist() == order.tolist() and named[1].tolist() == correct.tolist()
 
 
 def _solid_images(folder: Path, count: int, prefix: str) -> list[str]:

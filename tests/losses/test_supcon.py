@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -122,3 +123,35 @@ def test_bad_options() -> None:
         SupConLoss(temperature=0.0)
     with pytest.raises(ValueError, match="reduction"):
         SupConLoss(reduction="max")
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (
+            {"anchor_labels": torch.zeros(3)},
+            "anchor_labels must be an integer tensor of shape (3,), got shape (3,) and dtype "
+            "torch.float32",
+        ),
+        (
+            {"targets": torch.randn(3, 4, dtype=torch.float64).int()},
+            "targets must be a floating-point tensor of shape (N, D), got shape (3, 4) and dtype "
+            "torch.int32",
+        ),
+        (
+            {"logit_scale": torch.ones(2)},
+            "logit_scale must be a number or a one-element floating-point tensor, got a "
+            "torch.float32 tensor of shape (2,)",
+        ),
+        ({"logit_scale": -1.0}, "logit_scale must be finite and > 0, got -1.0"),
+        ({"logit_scale": float("nan")}, "logit_scale must be finite and > 0, got nan"),
+    ],
+)
+def test_bad_input_messages_state_what_was_expected(arguments, message) -> None:
+    call = {
+        "anchors": torch.randn(3, 4),
+        "targets": torch.randn(3, 4),
+        "anchor_labels": torch.zeros(3, dtype=torch.long),
+    } | arguments
+    with pytest.raises(ValueError, match=re.escape(message)):
+        SupConLoss(normalize=True)(**call)

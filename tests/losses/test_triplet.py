@@ -99,3 +99,13 @@ def test_bad_options_and_input() -> None:
         TripletLoss(distance="manhattan")
     with pytest.raises(ValueError, match="labels"):
         TripletLoss()(torch.randn(3, 2), torch.tensor([0, 1]))
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_empty_batch_gives_zero_with_a_graph(reduction) -> None:
+    features = torch.randn(0, 4, requires_grad=True)
+    loss = TripletLoss(reduction=reduction)(features, torch.zeros(0, dtype=torch.long))
+    assert loss.shape == ((0,) if reduction == "none" else ())
+    assert loss.sum().item() == 0.0
+    loss.sum().backward()
+    assert features.grad is not None and features.grad.shape == (0, 4)

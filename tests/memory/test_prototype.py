@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from hypothesis import given
@@ -182,3 +184,59 @@ def test_from_loader_encodes_every_batch() -> None:
 def test_bad_arguments_raise_value_errors(build, match) -> None:
     with pytest.raises(ValueError, match=match):
         build()
+
+
+_SKIP_WARNING = (
+    "PrototypeMemory.update skipped feature rows holding NaN or inf; their centroids keep their "
+    "value (see num_nonfinite_skipped)"
+)
+
+
+@pytest.mark.parametrize("update_rule", ["all", "hardest"])
+@given(
+    rows=st.lists(
+        st.tuples(st.integers(0, 3), st.sampled_from([None, "nan", "inf", "-inf"])),
+        min_size=1,
+        max_size=12,
+    ),
+    seed=st.integers(0, 2**16),
+)
+def test_nonfinite_rows_are_skipped_and_counted(update_rule, rows, seed) -> None:
+    memory = _random_memory(4, 5, seed=seed, momentum=0.3, update_rule=update_rule)
+    generator = torch.Generator().manual_seed(seed + 1)
+    features = torch.randn(len(rows), 5, generator=generator, dtype=torch.float64)
+    labels = torch.tensor([label for label, _ in rows])
+    poisoned = torch.tensor([bad is not None for _, bad in rows])
+    for i, (_, bad) in enumerate(rows):
+        if bad is not None:
+            features[i, i % 5] = float(bad)
+    loop = _loop_update if update_rule == "all" else _loop_hardest_update
+    expected = loop(memory.centroids, features[~poisoned], labels[~poisoned], 0.3)
+    if poisoned.any():
+        with pytest.warns(RuntimeWarning, match=re.escape(_SKIP_WARNING)):
+            memory.update(features, labels)
+    else:
+        memory.update(features, labels)
+    torch.testing.assert_close(memory.centroids, expected)
+    assert memory.num_nonfinite_skipped == int(poisoned.sum())
+
+
+def test_skipped_rows_accumulate_until_reset() -> None:
+    memory = _random_memory(2, 3, seed=0)
+    nan_row = torch.tensor([[float("nan"), 0.0, 1.0], [1.0, 0.0, 0.0]])
+    with pytest.warns(RuntimeWarning):
+        memory.update(nan_row, torch.tensor([0, 1]))
+        memory.update(nan_row, torch.tensor([1, 1]))
+    assert memory.num_nonfinite_skipped == 2 and torch.isfinite(memory.centroids).all()
+    memory.num_nonfinite_skipped = 0  # e.g. at the start of an epoch
+    memory.update(torch.ones(1, 3), torch.tensor([0]))
+    assert memory.num_nonfinite_skipped == 0
+
+
+def test_initialising_from_nonfinite_features_names_the_rows() -> None:
+    features = torch.randn(8, 4)
+    features[[2, 5], 1] = torch.tensor([float("nan"), float("inf")])
+    with pytest.raises(
+        ValueError, match=re.escape("features must be finite; rows holding NaN or inf: [2, 5]")
+    ):
+        PrototypeMemory.from_features(features, torch.arange(8) % 3)
