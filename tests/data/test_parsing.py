@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -148,6 +149,29 @@ def test_image_folder_with_a_custom_pattern(tmp_path: Path) -> None:
     assert [(pid, camid) for _, pid, camid in data.gallery] == [(12, 2), (99, 0)]
     with pytest.raises(ValueError, match="named groups 'pid' and 'camid'"):
         ImageFolderReID(tmp_path, r"p(\d+)", train_dir="tr", query_dir="q", gallery_dir="g")
+
+
+def test_invalid_pattern_is_a_value_error_naming_it(tmp_path: Path) -> None:
+    write_market_layout(tmp_path, ["0001_c1s1_000001_01.jpg"], [], [])
+    pattern = r"(?P<pid>\d+_c(?P<camid>\d+)"
+    try:
+        re.compile(pattern)
+    except re.error as error:
+        reason = str(error)
+    expected = f"pattern {pattern!r} is not a valid regular expression: {reason}"
+    with pytest.raises(ValueError) as raised:
+        ImageFolderReID(tmp_path, pattern)
+    assert str(raised.value) == expected
+
+
+def test_only_regular_files_are_images(tmp_path: Path) -> None:
+    names = ["0001_c1s1_000001_01.jpg"]
+    root = write_market_layout(tmp_path, names, names, ["0001_c2s1_000002_01.jpg"])
+    # Folders whose names look like images: one that matches the naming, one that does not.
+    (root / "bounding_box_test" / "0001_c3s1_000003_01.jpg").mkdir()
+    (root / "bounding_box_test" / "x.jpg").mkdir()
+    data = Market1501(root)
+    assert data.gallery == [(str(root / "bounding_box_test" / "0001_c2s1_000002_01.jpg"), 1, 1)]
 
 
 def _write_msmt17(root: Path, lists: dict[str, list[str]]) -> None:
