@@ -5,15 +5,15 @@ records (``camid`` 0-based, train pids relabelled to ``0..C-1``), ``num_train_pi
 ``num_train_cams``.
 """
 
-from reidkit.data.benchmarks import DukeMTMCreID, Market1501, OccludedDuke
+from reidkit.data.benchmarks import CUHK03NP, DukeMTMCreID, Market1501, OccludedDuke
 from reidkit.data.folder import ImageFolderReID
 from reidkit.data.image_dataset import ReIDImageDataset
 from reidkit.data.loaders import make_feature_loader, make_test_loader, make_train_loader
 from reidkit.data.msmt17 import MSMT17
-from reidkit.data.registry import DATASETS, build_dataset
+from reidkit.data.registry import DATASETS, SYNTHETIC_DATASETS, build_dataset
 from reidkit.data.sampler import RandomIdentitySampler
 from reidkit.data.splits import ReIDRecord, ReIDSplits, relabel_identities
-from reidkit.data.synthetic import SyntheticReID, default_cache_dir
+from reidkit.data.synthetic import SyntheticReID, default_cache_dir, synthetic_identity
 from reidkit.data.transforms import (
     CLIP_MEAN,
     CLIP_STD,
@@ -24,8 +24,10 @@ from reidkit.data.transforms import (
 __all__ = [
     "CLIP_MEAN",
     "CLIP_STD",
+    "CUHK03NP",
     "DATASETS",
     "MSMT17",
+    "SYNTHETIC_DATASETS",
     "DukeMTMCreID",
     "ImageFolderReID",
     "Market1501",
@@ -43,4 +45,5 @@ __all__ = [
     "make_test_loader",
     "make_train_loader",
     "relabel_identities",
+    "synthetic_identity",
 ]
