@@ -42,6 +42,23 @@ CLOTHING_PALETTE: tuple[Colour, ...] = (
     (225, 140, 170),  # pink
     (100, 60, 140),  # purple
 )
+CLOTHING_COLOUR_NAMES = (
+    "black",
+    "white",
+    "grey",
+    "navy",
+    "blue",
+    "red",
+    "dark red",
+    "green",
+    "olive",
+    "khaki",
+    "brown",
+    "yellow",
+    "pink",
+    "purple",
+)
+"""The name of each :data:`CLOTHING_PALETTE` colour, in order."""
 SKIN_TONES: tuple[Colour, ...] = (
     (245, 210, 180),
     (225, 180, 145),
@@ -50,6 +67,7 @@ SKIN_TONES: tuple[Colour, ...] = (
     (100, 65, 45),
 )
 HAIR_COLOURS: tuple[Colour, ...] = ((25, 20, 18), (70, 45, 30), (140, 100, 60), (200, 170, 110))
+HAIR_COLOUR_NAMES = ("black", "dark brown", "light brown", "blond")
 SHOE_PALETTE: tuple[Colour, ...] = CLOTHING_PALETTE[:4] + CLOTHING_PALETTE[9:11]
 """Shoe colours: black, white, grey, navy, khaki, brown."""
 CLOTHING_JITTER = 12
