@@ -1,4 +1,4 @@
-"""Market-1501, DukeMTMC-reID and Occluded-Duke: folder data sets with fixed protocols."""
+"""Market-1501, DukeMTMC-reID, Occluded-Duke, CUHK03-NP: folder data sets with fixed protocols."""
 
 from __future__ import annotations
 
@@ -51,3 +51,53 @@ class OccludedDuke(DukeMTMCreID):
     """
 
     folder_names = ("Occluded_Duke", "occluded_duke")
+
+
+CUHK03_BOXES = ("labeled", "detected")
+"""The two kinds of CUHK03 bounding boxes: drawn by hand, or found by the DPM detector."""
+
+
+class CUHK03NP(ImageFolderReID):
+    """CUHK03 (Li et al., CVPR 2014) under the new protocol (Zhong et al., CVPR 2017).
+
+    767 train and 700 test identities seen by the two cameras of a camera pair, as distributed
+    in the ``cuhk03-np`` release: one Market-1501 layout per kind of bounding box::
+
+        root/cuhk03-np/labeled/bounding_box_train/0001_c1_1.png
+        root/cuhk03-np/labeled/query/...
+        root/cuhk03-np/labeled/bounding_box_test/...
+        root/cuhk03-np/detected/...   (same three folders)
+
+    ``root`` is the ``cuhk03-np`` folder or its parent. File names ``PPPP_cC_N.png`` give the
+    pid ``PPPP`` and the camera ``C`` (1 or 2, read as ``camid = C - 1``), parsed as
+    :class:`Market1501`'s. The protocol has no junk and no distractor pid: every image is kept.
+    The release counts 7,368 / 1,400 / 5,328 train / query / gallery images for ``labeled`` and
+    7,365 / 1,400 / 5,332 for ``detected``.
+
+    Args:
+        root: data set folder.
+        boxes: ``"labeled"`` (hand-drawn boxes) or ``"detected"`` (DPM detections).
+
+    Raises:
+        ValueError: ``boxes`` is neither, or a file name or split is malformed (see
+            :class:`ImageFolderReID`).
+        FileNotFoundError: the root or a split folder of ``boxes`` is missing.
+    """
+
+    folder_names = ("cuhk03-np", "CUHK03-NP", "cuhk03_np")
+
+    def __init__(self, root: str | Path, boxes: str = "labeled") -> None:
+        if boxes not in CUHK03_BOXES:
+            raise ValueError(f"boxes={boxes!r}; expected one of {list(CUHK03_BOXES)}")
+        self.boxes = boxes
+        super().__init__(
+            root,
+            MARKET_STYLE_PATTERN,
+            train_dir=f"{boxes}/bounding_box_train",
+            query_dir=f"{boxes}/query",
+            gallery_dir=f"{boxes}/bounding_box_test",
+            first_camid=1,
+            num_cameras=2,
+            junk_pids=(),
+            distractor_pids=(),
+        )

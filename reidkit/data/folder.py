@@ -27,7 +27,8 @@ def parse_image_folder(
     """Read ``(path, pid, camid)`` records from the image file names of one folder.
 
     Args:
-        folder: folder holding the images (not searched recursively).
+        folder: folder holding the images (not searched recursively; only regular files, or
+            links to them, whose suffix is in :data:`IMAGE_EXTENSIONS` are read).
         pattern: regular expression matched at the start of each file name, with named groups
             ``pid`` and ``camid``, or exactly two groups (pid first).
         first_camid: camera number written for the first camera (1 for Market-1501); it
@@ -50,7 +51,7 @@ def parse_image_folder(
         raise FileNotFoundError(f"expected an image folder at {folder}, found none")
     records: list[ReIDRecord] = []
     for path in sorted(folder.iterdir()):
-        if path.suffix.lower() not in IMAGE_EXTENSIONS:
+        if path.suffix.lower() not in IMAGE_EXTENSIONS or not path.is_file():
             continue
         match = pattern.match(path.name)
         if match is None:
@@ -109,7 +110,7 @@ class ImageFolderReID(ReIDSplits):
     Raises:
         FileNotFoundError: ``root`` or a split folder is missing.
         ValueError: a malformed file name, a camera number out of range, an empty split, or a
-            ``pattern`` without two groups.
+            ``pattern`` that is not a valid regular expression or lacks the two groups.
     """
 
     def __init__(
@@ -148,7 +149,12 @@ class ImageFolderReID(ReIDSplits):
 
 def _compile_pattern(pattern: str) -> re.Pattern[str]:
     """Compile ``pattern`` and check that it yields a person id and a camera number."""
-    compiled = re.compile(pattern)
+    try:
+        compiled = re.compile(pattern)
+    except re.error as error:
+        raise ValueError(
+            f"pattern {pattern!r} is not a valid regular expression: {error}"
+        ) from None
     if not ({"pid", "camid"} <= set(compiled.groupindex) or compiled.groups == 2):
         raise ValueError(
             f"pattern {pattern!r} must have named groups 'pid' and 'camid', or exactly two "

@@ -10,7 +10,10 @@ Three independent sources of appearance, each drawn from its own seeded generato
   translation of the crop, illumination jitter and an optional occluder.
 
 Colours are drawn from small shared palettes, so several identities wear the same colour and
-identity is a combination of attributes rather than a single pixel value.
+identity is a combination of attributes rather than a single pixel value. An identity may also
+wear :class:`LocalCue` patches (a cap, a logo, a belt bag, a knee patch, coloured shoes), which
+the ``local_cues`` variant of :class:`~reidkit.data.SyntheticReID` uses to tell apart people
+who share their global appearance.
 """
 
 from __future__ import annotations
@@ -39,6 +42,23 @@ CLOTHING_PALETTE: tuple[Colour, ...] = (
     (225, 140, 170),  # pink
     (100, 60, 140),  # purple
 )
+CLOTHING_COLOUR_NAMES = (
+    "black",
+    "white",
+    "grey",
+    "navy",
+    "blue",
+    "red",
+    "dark red",
+    "green",
+    "olive",
+    "khaki",
+    "brown",
+    "yellow",
+    "pink",
+    "purple",
+)
+"""The name of each :data:`CLOTHING_PALETTE` colour, in order."""
 SKIN_TONES: tuple[Colour, ...] = (
     (245, 210, 180),
     (225, 180, 145),
@@ -47,6 +67,11 @@ SKIN_TONES: tuple[Colour, ...] = (
     (100, 65, 45),
 )
 HAIR_COLOURS: tuple[Colour, ...] = ((25, 20, 18), (70, 45, 30), (140, 100, 60), (200, 170, 110))
+HAIR_COLOUR_NAMES = ("black", "dark brown", "light brown", "blond")
+SHOE_PALETTE: tuple[Colour, ...] = CLOTHING_PALETTE[:4] + CLOTHING_PALETTE[9:11]
+"""Shoe colours: black, white, grey, navy, khaki, brown."""
+CLOTHING_JITTER = 12
+"""Largest per-channel shift of a drawn clothing colour from its palette colour."""
 SCENE_PALETTE: tuple[Colour, ...] = (
     (150, 150, 145),
     (120, 110, 100),
@@ -62,6 +87,10 @@ LOWER_GARMENTS = ("trousers", "trousers", "shorts", "skirt")
 HAIR_STYLES = ("short", "long", "bald")
 BAGS = ("none", "none", "backpack", "shoulder_bag")
 BACKGROUND_TEXTURES = ("plain", "tiles", "bars", "noise")
+CUE_SLOTS = ("head", "chest", "waist", "thigh", "feet")
+"""Where a :class:`LocalCue` is worn: a cap, a chest logo, a belt bag, a knee patch, the shoes."""
+CUE_SIZE = 0.12
+"""Side of a local cue's square as a fraction of the body height (every cue has this area)."""
 
 
 def _pick(rng: np.random.Generator, options: tuple) -> object:
@@ -74,11 +103,28 @@ def _jitter(rng: np.random.Generator, colour: Colour, amount: int) -> Colour:
 
 
 @dataclass(frozen=True)
+class LocalCue:
+    """A small patch of one colour worn at one place on the body.
+
+    Every cue covers the same area, a square of side ``CUE_SIZE`` times the body height, so
+    that moving a cue from one slot to another leaves the person's colour histogram unchanged.
+    ``slot`` is one of :data:`CUE_SLOTS`: a cap on the ``head``, a logo on the ``chest``, a belt
+    bag at the ``waist``, a patch on the ``thigh``, or both shoes (``feet``, two half squares).
+    ``side`` (-1 left, +1 right, before any mirroring) places chest, waist and thigh cues.
+    """
+
+    slot: str
+    colour: Colour
+    side: int
+
+
+@dataclass(frozen=True)
 class PedestrianIdentity:
     """Appearance that belongs to the person and is the same in every camera.
 
     Lengths are fractions: ``height`` of the crop height, ``shoulder_width`` of the crop
-    width, ``leg_fraction`` and ``head_fraction`` of the body height.
+    width, ``leg_fraction`` and ``head_fraction`` of the body height. ``local_cues`` are drawn
+    over everything else, in order.
     """
 
     top_colour: Colour
@@ -99,20 +145,21 @@ class PedestrianIdentity:
     bag: str
     bag_colour: Colour
     hat_colour: Colour | None
+    local_cues: tuple[LocalCue, ...] = ()
 
     @classmethod
     def sample(cls, rng: np.random.Generator) -> PedestrianIdentity:
-        """Draw an identity; every attribute is independent of the others."""
+        """Draw an identity (without local cues); every attribute is independent of the others."""
         top = _pick(rng, CLOTHING_PALETTE)
         return cls(
-            top_colour=_jitter(rng, top, 12),
-            top_accent=_jitter(rng, _pick(rng, CLOTHING_PALETTE), 12),
+            top_colour=_jitter(rng, top, CLOTHING_JITTER),
+            top_accent=_jitter(rng, _pick(rng, CLOTHING_PALETTE), CLOTHING_JITTER),
             top_pattern=_pick(rng, TOP_PATTERNS),
             pattern_period=float(rng.uniform(0.04, 0.09)),
             long_sleeves=bool(rng.random() < 0.5),
-            lower_colour=_jitter(rng, _pick(rng, CLOTHING_PALETTE), 12),
+            lower_colour=_jitter(rng, _pick(rng, CLOTHING_PALETTE), CLOTHING_JITTER),
             lower_garment=_pick(rng, LOWER_GARMENTS),
-            shoe_colour=_jitter(rng, _pick(rng, CLOTHING_PALETTE[:4] + CLOTHING_PALETTE[9:11]), 8),
+            shoe_colour=_jitter(rng, _pick(rng, SHOE_PALETTE), 8),
             skin=_jitter(rng, _pick(rng, SKIN_TONES), 6),
             hair_colour=_pick(rng, HAIR_COLOURS),
             hair_style=_pick(rng, HAIR_STYLES),
@@ -399,6 +446,36 @@ def _draw_person(
             180,
             360,
             fill=(*identity.hat_colour, 255),
+        )
+
+    landmarks = {
+        "head": (centre, top + head_h * 0.25),
+        "chest": (centre + shoulder * 0.35, neck + (hip - neck) * 0.3),
+        "waist": (centre + hip_half * 0.6, hip),
+        "thigh": (centre + hip_half * 0.5, hip + (feet - hip) * 0.35),
+    }
+    side_length = CUE_SIZE * body
+    for cue in identity.local_cues:
+        fill = (*cue.colour, 255)
+        if cue.slot == "feet":  # two half squares, one over each shoe
+            for side in (-1, 1):
+                x_foot = centre + side * (hip_half * 0.5 + swing * 0.6)
+                draw.rectangle(
+                    (
+                        x_foot - side_length / 2,
+                        feet - side_length / 2,
+                        x_foot + side_length / 2,
+                        feet,
+                    ),
+                    fill=fill,
+                )
+            continue
+        x, y = landmarks[cue.slot]
+        if cue.slot != "head":
+            x = centre + cue.side * (x - centre)
+        draw.rectangle(
+            (x - side_length / 2, y - side_length / 2, x + side_length / 2, y + side_length / 2),
+            fill=fill,
         )
 
 

@@ -10,23 +10,63 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TypeVar
 
 ReIDRecord = tuple[str, int, int]
 """One image: ``(path, pid, camid)``, with ``camid`` 0-based."""
 
+RecordT = TypeVar("RecordT", bound=tuple)
 
-def relabel_identities(records: Sequence[ReIDRecord]) -> list[ReIDRecord]:
+
+def relabel_identities(records: Sequence[RecordT]) -> list[RecordT]:
     """Map the identities of ``records`` to ``0..C-1`` in increasing order of the original pid.
 
     Args:
-        records: ``(path, pid, camid)`` tuples.
+        records: tuples whose second field is the pid: ``(path, pid, camid)`` records or the
+            named tuples of the text data (:class:`~reidkit.data.CaptionedImage`).
 
     Returns:
-        The same records, in the same order, with ``pid`` replaced by its rank among the
-        distinct pids.
+        The same records, in the same order and of the same type, with ``pid`` replaced by its
+        rank among the distinct pids.
     """
-    label_of = {pid: label for label, pid in enumerate(sorted({pid for _, pid, _ in records}))}
-    return [(path, label_of[pid], camid) for path, pid, camid in records]
+    label_of = {pid: label for label, pid in enumerate(sorted({record[1] for record in records}))}
+    return [_with_pid(record, label_of[record[1]]) for record in records]
+
+
+def _with_pid(record: RecordT, pid: int) -> RecordT:
+    """``record`` with its second field replaced by ``pid`` (named tuples keep their type)."""
+    if hasattr(record, "_replace"):
+        return record._replace(pid=pid)
+    return (record[0], pid, *record[2:])
+
+
+def locate_dataset_root(
+    root: str | Path, marker: str, folder_names: Sequence[str], owner: str
+) -> Path:
+    """Find a data set folder: ``root`` itself or its child named in ``folder_names``.
+
+    Args:
+        root: folder given by the user.
+        marker: relative path that exists in the data set folder (a split folder or an
+            annotation file).
+        folder_names: names of the folder a download unpacks to, looked up under ``root``
+            when ``root / marker`` does not exist.
+        owner: data set name for the error message.
+
+    Raises:
+        FileNotFoundError: ``root`` is not a folder.
+    """
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise FileNotFoundError(
+            f"{owner} root {root} does not exist; expected a folder holding {marker!r}"
+            + (f" or one of {list(folder_names)}" if folder_names else "")
+        )
+    if not (root / marker).exists():
+        for name in folder_names:
+            if (root / name / marker).exists():
+                return root / name
+    return root
 
 
 class ReIDSplits:
@@ -47,28 +87,9 @@ class ReIDSplits:
     """Names of the folder a download unpacks to, looked up under the given root."""
 
     def _locate_root(self, root: str | Path, marker: str) -> Path:
-        """Find the data set folder: ``root`` itself or its child named in ``folder_names``.
-
-        Args:
-            root: folder given by the user.
-            marker: relative path that exists in the data set folder (a split folder or a
-                list file).
-
-        Raises:
-            FileNotFoundError: ``root`` is not a folder.
-        """
-        root = Path(root).expanduser()
-        if not root.is_dir():
-            raise FileNotFoundError(
-                f"{type(self).__name__} root {root} does not exist; expected a folder holding "
-                f"{marker!r}"
-                + (f" or one of {list(self.folder_names)}" if self.folder_names else "")
-            )
-        if not (root / marker).exists():
-            for name in self.folder_names:
-                if (root / name / marker).exists():
-                    return root / name
-        return root
+        """The data set folder: ``root`` or its child named in ``folder_names`` (see
+        :func:`locate_dataset_root`)."""
+        return locate_dataset_root(root, marker, self.folder_names, type(self).__name__)
 
     def _set_splits(
         self,

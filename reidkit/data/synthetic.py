@@ -8,18 +8,23 @@ go through the same code.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from reidkit.data.benchmarks import Market1501
 from reidkit.data.pedestrians import (
+    CLOTHING_PALETTE,
+    CUE_SLOTS,
     CameraStyle,
     FrameCondition,
+    LocalCue,
     PedestrianIdentity,
     render_pedestrian,
 )
@@ -28,6 +33,21 @@ GENERATOR_VERSION = 2
 """Bumped whenever the drawing changes, so that old caches are not reused."""
 
 MARKET_MAX_CAMERAS = 6
+
+VARIANTS = ("default", "local_cues")
+"""Appearance models of :class:`SyntheticReID` (see its ``variant`` argument)."""
+
+CUES_PER_IDENTITY = 3
+"""Local cues worn by each identity of the ``local_cues`` variant."""
+
+CUE_ARRANGEMENTS = tuple(itertools.permutations(CUE_SLOTS, CUES_PER_IDENTITY))
+"""The ordered choices of slots for a group's cue colours; each member of a group has its own."""
+
+DEFAULT_GROUP_SIZE = 4
+"""Identities per look-alike group of the ``local_cues`` variant unless ``group_size`` says."""
+
+CUE_COLOUR_CONTRAST = 60
+"""Contrast (largest per-channel difference) a cue colour should have with each clothes colour."""
 
 
 def default_cache_dir() -> Path:
@@ -49,9 +69,18 @@ class SyntheticConfig:
     image_size: tuple[int, int]
     occlusion_probability: float
     seed: int
+    variant: str = "default"
+    group_size: int | None = None
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first argument outside its range."""
+        if self.variant not in VARIANTS:
+            raise ValueError(f"variant={self.variant!r}; expected one of {list(VARIANTS)}")
+        if self.variant == "default" and self.group_size is not None:
+            raise ValueError(
+                f"group_size={self.group_size!r} applies to variant='local_cues' only; "
+                "expected None for variant='default'"
+            )
         checks = (
             (self.num_train_ids >= 1, "num_train_ids", ">= 1"),
             (self.num_test_ids >= 1, "num_test_ids", ">= 1"),
@@ -70,14 +99,35 @@ class SyntheticConfig:
             (self.num_junk >= 0, "num_junk", ">= 0"),
             (min(self.image_size) >= 16, "image_size", "(height, width), both >= 16"),
             (0.0 <= self.occlusion_probability <= 1.0, "occlusion_probability", "in [0, 1]"),
+            (
+                self.group_size is None or 2 <= self.group_size <= len(CUE_ARRANGEMENTS),
+                "group_size",
+                f"None or in [2, {len(CUE_ARRANGEMENTS)}] (distinct cue arrangements)",
+            ),
         )
         for ok, name, expected in checks:
             if not ok:
                 raise ValueError(f"{name}={getattr(self, name)!r}; expected {expected}")
 
+    @property
+    def members_per_group(self) -> int:
+        """Identities per look-alike group (``local_cues`` variant)."""
+        return self.group_size or DEFAULT_GROUP_SIZE
+
+    def cache_key(self) -> dict[str, Any]:
+        """The fields that name the cache folder and are recorded in its manifest.
+
+        The ``default`` variant leaves ``variant`` and ``group_size`` out, so that its folders
+        keep the names they had before variants existed.
+        """
+        fields = asdict(self)
+        if self.variant == "default":
+            del fields["variant"], fields["group_size"]
+        return fields
+
     def fingerprint(self) -> str:
         """Short hash of the configuration and the generator version."""
-        text = json.dumps({"version": GENERATOR_VERSION, **asdict(self)}, sort_keys=True)
+        text = json.dumps({"version": GENERATOR_VERSION, **self.cache_key()}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
@@ -98,6 +148,19 @@ class SyntheticReID(Market1501):
     occluder. Colours come from small shared palettes, so a colour histogram identifies a
     person only partly.
 
+    ``variant="local_cues"`` makes the global appearance useless for telling some people apart:
+    identities come in look-alike groups of ``group_size`` (train and test identities in
+    separate groups) that share every attribute of the default model (clothes, pattern,
+    shoes, skin, hair, body proportions; no bag or hat), and each group owns three cue colours
+    chosen to contrast with its clothes. Each member wears the three colours as
+    :class:`~reidkit.data.pedestrians.LocalCue` patches of equal area at its own ordered choice
+    of three places among cap, chest logo, belt bag, knee patch and shoes (each on its own
+    left or right side), distinct within the group. The members of a group therefore have the
+    same colour histogram up to pose and occlusion; only where the colours sit, which a
+    part-level (e.g. horizontal-stripe) feature sees, tells them apart. Occluders (with
+    ``occlusion_probability``) hide some cues in some frames. Distractors are drawn as in the
+    default model.
+
     Generation is deterministic in ``seed`` and the other arguments. The images are written to
     ``root/synthetic-reid-<hash>/`` (``<hash>`` of the configuration, next to a
     ``manifest.json``) and reused while that folder exists; a new configuration gets a new
@@ -115,6 +178,11 @@ class SyntheticReID(Market1501):
         image_size: ``(height, width)`` of the images.
         occlusion_probability: chance that an occluder covers part of a capture.
         seed: seed of every random choice.
+        variant: ``"default"`` or ``"local_cues"`` (look-alike groups told apart by local
+            cues); the default variant's images and cache folder do not depend on this
+            argument's existence.
+        group_size: identities per look-alike group of the ``local_cues`` variant (2 to 60,
+            default 4; the last group of a split may be smaller); ``None`` for the default.
 
     Raises:
         ValueError: an argument outside its range.
@@ -134,6 +202,8 @@ class SyntheticReID(Market1501):
         image_size: tuple[int, int] = (128, 64),
         occlusion_probability: float = 0.2,
         seed: int = 0,
+        variant: str = "default",
+        group_size: int | None = None,
     ) -> None:
         self.config = SyntheticConfig(
             num_train_ids=num_train_ids,
@@ -146,6 +216,8 @@ class SyntheticReID(Market1501):
             image_size=tuple(image_size),
             occlusion_probability=occlusion_probability,
             seed=seed,
+            variant=variant,
+            group_size=group_size,
         )
         self.config.validate()
         cache = Path(root).expanduser() if root is not None else default_cache_dir()
@@ -165,7 +237,7 @@ def _is_complete(folder: Path, config: SyntheticConfig) -> bool:
         return False
     recorded = json.loads(manifest.read_text())
     return recorded.get("version") == GENERATOR_VERSION and recorded.get("config") == json.loads(
-        json.dumps(asdict(config))
+        json.dumps(config.cache_key())
     )
 
 
@@ -179,7 +251,7 @@ def _generate(folder: Path, config: SyntheticConfig) -> None:
     staging = folder.parent / f".{folder.name}.{os.getpid()}.tmp"
     shutil.rmtree(staging, ignore_errors=True)
     counts = _write_images(staging, config)
-    manifest = {"version": GENERATOR_VERSION, "config": asdict(config), "counts": counts}
+    manifest = {"version": GENERATOR_VERSION, "config": config.cache_key(), "counts": counts}
     (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2))
     if folder.exists() and not _is_complete(folder, config):
         shutil.rmtree(folder)  # an unfinished or outdated generation of this configuration
@@ -219,7 +291,7 @@ def _write_images(folder: Path, config: SyntheticConfig) -> dict[str, int]:
 
     num_ids = config.num_train_ids + config.num_test_ids
     for pid in range(1, num_ids + 1):
-        identity = PedestrianIdentity.sample(np.random.default_rng([config.seed, 3, pid]))
+        identity = synthetic_identity(config, pid)
         low, high = config.cameras_per_id
         seen_by = layout.choice(config.num_cameras, int(layout.integers(low, high + 1)), False)
         for camera in sorted(int(c) for c in seen_by):
@@ -234,3 +306,46 @@ def _write_images(folder: Path, config: SyntheticConfig) -> dict[str, int]:
     for _ in range(config.num_junk):
         capture(-1, None, int(layout.integers(config.num_cameras)), "gallery")
     return counts
+
+
+def synthetic_identity(config: SyntheticConfig, pid: int) -> PedestrianIdentity:
+    """The appearance of identity ``pid`` (1-based, train then test) in ``config``'s data set.
+
+    Args:
+        config: the data set's configuration (its seed and variant matter).
+        pid: ``1..num_train_ids`` for train, the next ``num_test_ids`` for test identities.
+
+    Raises:
+        ValueError: ``pid`` is not an identity of the data set.
+    """
+    num_ids = config.num_train_ids + config.num_test_ids
+    if not 1 <= pid <= num_ids:
+        raise ValueError(f"pid={pid!r}; expected an identity in [1, {num_ids}]")
+    if config.variant == "default":
+        return PedestrianIdentity.sample(np.random.default_rng([config.seed, 3, pid]))
+    size = config.members_per_group
+    train_groups = -(-config.num_train_ids // size)
+    if pid <= config.num_train_ids:
+        group, member = divmod(pid - 1, size)
+    else:
+        group, member = divmod(pid - 1 - config.num_train_ids, size)
+        group += train_groups
+    look = PedestrianIdentity.sample(np.random.default_rng([config.seed, 5, group]))
+    rng = np.random.default_rng([config.seed, 6, group])
+    # Cue colours: drawn among the palette colours that contrast with every colour of the
+    # clothes (at least the CUES_PER_IDENTITY most contrasting ones).
+    clothes = np.array([look.top_colour, look.top_accent, look.lower_colour, look.shoe_colour])
+    palette = np.array(CLOTHING_PALETTE)
+    contrast = np.abs(palette[:, None, :] - clothes[None, :, :]).max(axis=2).min(axis=1)
+    candidates = np.argsort(-contrast, kind="stable")[
+        : max(CUES_PER_IDENTITY, int((contrast > CUE_COLOUR_CONTRAST).sum()))
+    ]
+    chosen = rng.choice(candidates, CUES_PER_IDENTITY, replace=False)
+    colours = [CLOTHING_PALETTE[int(index)] for index in chosen]
+    arrangement = CUE_ARRANGEMENTS[int(rng.permutation(len(CUE_ARRANGEMENTS))[member])]
+    sides = np.random.default_rng([config.seed, 7, pid]).choice([-1, 1], CUES_PER_IDENTITY)
+    cues = tuple(
+        LocalCue(slot, colour, int(side))
+        for slot, colour, side in zip(arrangement, colours, sides, strict=True)
+    )
+    return replace(look, bag="none", hat_colour=None, local_cues=cues)

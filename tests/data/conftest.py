@@ -16,3 +16,9 @@ def synthetic_cache(tmp_path_factory: pytest.TempPathFactory):
 def synthetic(synthetic_cache) -> SyntheticReID:
     """The default SyntheticReID (about 600 images of 128×64), generated once."""
     return SyntheticReID(synthetic_cache)
+
+
+@pytest.fixture(scope="session")
+def synthetic_local_cues(synthetic_cache) -> SyntheticReID:
+    """The default-sized SyntheticReID of the ``local_cues`` variant, generated once."""
+    return SyntheticReID(synthetic_cache, variant="local_cues")

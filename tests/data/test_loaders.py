@@ -67,8 +67,8 @@ def test_build_dataset(tmp_path: Path, synthetic_cache: Path) -> None:
         warnings.simplefilter("error")
         synthetic = build_dataset("synthetic", synthetic_cache)
     assert isinstance(synthetic, SyntheticReID)
-    with pytest.raises(ValueError, match="name='cuhk03'"):
-        build_dataset("cuhk03", tmp_path)
+    with pytest.raises(ValueError, match="name='viper'"):
+        build_dataset("viper", tmp_path)
 
 
 def test_build_dataset_without_root_falls_back_to_synthetic(

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
 
 from reidkit.data import (
+    CUHK03NP,
     MSMT17,
     DukeMTMCreID,
     ImageFolderReID,
     Market1501,
     OccludedDuke,
+    build_dataset,
     relabel_identities,
 )
 from tests.data.helpers import write_images, write_market_layout
@@ -130,6 +133,66 @@ def test_duke_and_occluded_duke_keep_every_pid(tmp_path: Path) -> None:
     assert OccludedDuke(tmp_path).root == tmp_path / "Occluded_Duke"
 
 
+def _write_cuhk03_np(root: Path) -> Path:
+    """A cuhk03-np folder whose labeled and detected boxes differ, with the release's naming."""
+    folder = root / "cuhk03-np"
+    write_market_layout(
+        folder / "labeled",
+        train=["0003_c1_1.png", "0003_c2_6.png", "0001_c2_7.png"],
+        query=["0900_c1_1.png"],
+        gallery=["0900_c2_6.png", "0901_c1_2.png"],
+    )
+    write_market_layout(
+        folder / "detected",
+        train=["0005_c2_3.png", "0002_c1_1.png"],
+        query=["0902_c2_1.png", "0900_c1_1.png"],
+        gallery=["0902_c1_8.png", "0900_c2_7.png"],
+    )
+    return folder
+
+
+def test_cuhk03_np_reads_the_chosen_boxes(tmp_path: Path) -> None:
+    folder = _write_cuhk03_np(tmp_path)
+    labeled = CUHK03NP(tmp_path)
+    assert labeled.root == folder and labeled.boxes == "labeled"
+    train = folder / "labeled" / "bounding_box_train"
+    assert labeled.train == [
+        (str(train / "0001_c2_7.png"), 0, 1),
+        (str(train / "0003_c1_1.png"), 1, 0),
+        (str(train / "0003_c2_6.png"), 1, 1),
+    ]
+    assert [(pid, camid) for _, pid, camid in labeled.query] == [(900, 0)]
+    assert [(pid, camid) for _, pid, camid in labeled.gallery] == [(900, 1), (901, 0)]
+
+    detected = CUHK03NP(folder, boxes="detected")
+    assert all("/detected/" in path for path, _, _ in detected.train + detected.gallery)
+    assert [(pid, camid) for _, pid, camid in detected.train] == [(0, 0), (1, 1)]
+    assert [(pid, camid) for _, pid, camid in detected.query] == [(900, 0), (902, 1)]
+    for name, boxes in (
+        ("cuhk03", "labeled"),
+        ("cuhk03_labeled", "labeled"),
+        ("CUHK03-detected", "detected"),
+    ):
+        built = build_dataset(name, tmp_path)
+        assert isinstance(built, CUHK03NP) and built.boxes == boxes
+    assert build_dataset("cuhk03", tmp_path, boxes="detected").train == detected.train
+
+
+def test_cuhk03_np_errors_are_named(tmp_path: Path) -> None:
+    folder = _write_cuhk03_np(tmp_path)
+    with pytest.raises(ValueError) as raised:
+        CUHK03NP(folder, boxes="manual")
+    assert str(raised.value) == "boxes='manual'; expected one of ['labeled', 'detected']"
+    write_images(folder / "labeled" / "bounding_box_test", ["0900_c3_1.png"])
+    with pytest.raises(
+        ValueError, match=r"0900_c3_1\.png has camera number 3; expected in \[1, 2\]"
+    ):
+        CUHK03NP(folder)
+    (folder / "detected" / "query").rename(folder / "detected" / "query-moved")
+    with pytest.raises(FileNotFoundError, match=r"detected/query"):
+        CUHK03NP(folder, boxes="detected")
+
+
 def test_image_folder_with_a_custom_pattern(tmp_path: Path) -> None:
     write_images(tmp_path / "tr", ["p12-cam0-a.png", "p5-cam3-b.png"])
     write_images(tmp_path / "q", ["p12-cam1-c.png"])
@@ -148,6 +211,29 @@ def test_image_folder_with_a_custom_pattern(tmp_path: Path) -> None:
     assert [(pid, camid) for _, pid, camid in data.gallery] == [(12, 2), (99, 0)]
     with pytest.raises(ValueError, match="named groups 'pid' and 'camid'"):
         ImageFolderReID(tmp_path, r"p(\d+)", train_dir="tr", query_dir="q", gallery_dir="g")
+
+
+def test_invalid_pattern_is_a_value_error_naming_it(tmp_path: Path) -> None:
+    write_market_layout(tmp_path, ["0001_c1s1_000001_01.jpg"], [], [])
+    pattern = r"(?P<pid>\d+_c(?P<camid>\d+)"
+    try:
+        re.compile(pattern)
+    except re.error as error:
+        reason = str(error)
+    expected = f"pattern {pattern!r} is not a valid regular expression: {reason}"
+    with pytest.raises(ValueError) as raised:
+        ImageFolderReID(tmp_path, pattern)
+    assert str(raised.value) == expected
+
+
+def test_only_regular_files_are_images(tmp_path: Path) -> None:
+    names = ["0001_c1s1_000001_01.jpg"]
+    root = write_market_layout(tmp_path, names, names, ["0001_c2s1_000002_01.jpg"])
+    # Folders whose names look like images: one that matches the naming, one that does not.
+    (root / "bounding_box_test" / "0001_c3s1_000003_01.jpg").mkdir()
+    (root / "bounding_box_test" / "x.jpg").mkdir()
+    data = Market1501(root)
+    assert data.gallery == [(str(root / "bounding_box_test" / "0001_c2s1_000002_01.jpg"), 1, 1)]
 
 
 def _write_msmt17(root: Path, lists: dict[str, list[str]]) -> None:
