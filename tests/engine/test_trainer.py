@@ -34,7 +34,55 @@ def test_run_epoch_averages_what_the_step_reports() -> None:
         return {"loss": weight.sum() + value, "double": 2 * value}
 
     metrics = trainer.run_epoch(range(3), step)
-    assert metrics == pytest.approx({"loss": 3.0, "double": 6.0, "lr": 0.0})
+    assert metrics == pytest.approx({"loss": 3.0, "double": 6.0, "lr": 0.0, "skipped_steps": 0})
+
+
+def test_a_step_with_a_nonfinite_loss_is_skipped_and_counted() -> None:
+    weight = nn.Parameter(torch.tensor([1.0, -2.0]))
+    optimizer = torch.optim.Adam([weight], lr=0.1)
+    trainer = Trainer(optimizer)
+    inputs = [torch.tensor([1.0, 2.0]), torch.tensor([float("nan"), 0.0]), torch.tensor([3.0, 1.0])]
+    seen_grads = []
+
+    def step(x):
+        seen_grads.append(weight.grad)
+        return (weight * x).sum()
+
+    metrics = trainer.run_epoch(inputs, step)
+    # The reference: Adam's update written out for the two finite steps (gradient = x).
+    expected, m, v = torch.tensor([1.0, -2.0], dtype=torch.float64), 0.0, 0.0
+    losses = []
+    for t, x in enumerate([inputs[0], inputs[2]], start=1):
+        g = x.double()
+        losses.append(float(expected @ g))
+        m, v = 0.9 * m + 0.1 * g, 0.999 * v + 0.001 * g * g
+        expected -= 0.1 * (m / (1 - 0.9**t)) / ((v / (1 - 0.999**t)).sqrt() + 1e-8)
+    torch.testing.assert_close(weight.detach().double(), expected)
+    assert int(optimizer.state[weight]["step"]) == 2
+    assert seen_grads[2] is None  # the skipped step left no gradient behind
+    assert metrics["skipped_steps"] == 1 and trainer.skipped_steps == 1
+    assert metrics["loss"] == pytest.approx(sum(losses) / 2)  # over the steps taken
+
+    unguarded = Trainer(torch.optim.SGD([weight], lr=0.1), skip_nonfinite=False)
+    unguarded.run_epoch([torch.tensor([float("inf"), 1.0])], lambda x: (weight * x).sum())
+    assert unguarded.skipped_steps == 0 and not torch.isfinite(weight).all()
+
+
+def test_skipped_steps_reach_the_report(tmp_path) -> None:
+    import json
+
+    from reidkit.engine import TrainingRun
+
+    weight = nn.Parameter(torch.zeros(1))
+    run = TrainingRun(tmp_path, stages=["only"])
+    trainer = Trainer(torch.optim.SGD([weight], lr=0.1))
+    losses = iter([1.0, float("nan"), float("-inf"), 2.0, 3.0, float("nan")])
+    run.fit("only", trainer, range(3), lambda _: weight.sum() + next(losses), epochs=2)
+    epochs = json.loads((tmp_path / "report.json").read_text())["stages"]["only"]["epochs"]
+    assert [e["skipped_steps"] for e in epochs] == [2, 1]
+    # Gradient 1: each step taken lowers the weight by 0.1; skipped ones leave it.
+    assert [e["loss"] for e in epochs] == pytest.approx([1.0, ((2.0 - 0.1) + (3.0 - 0.2)) / 2])
+    assert weight.item() == pytest.approx(-0.3)
 
 
 def test_amp_on_the_cpu_runs_in_bfloat16() -> None:
