@@ -36,6 +36,7 @@ from reidkit.engine import (
     restore_rng_state,
     seed_everything,
 )
+from tests.engine.helpers import assert_same_final_state
 
 # ----------------------------------------------------------------------------------------------
 # Writing
@@ -398,43 +399,9 @@ def _train(
     return calls
 
 
-def _metrics(output_dir: Path) -> dict[str, Any]:
-    """Every number of report.json but the times."""
-    report = json.loads((output_dir / "report.json").read_text())
-    stages = {
-        stage: {
-            "epochs": [{k: v for k, v in e.items() if k != "time_s"} for e in record["epochs"]],
-            "evaluations": record["evaluations"],
-        }
-        for stage, record in report["stages"].items()
-    }
-    return {"stages": stages, "results": report["results"]}
-
-
-def _assert_same(a: Any, b: Any, where: str) -> int:
-    """Assert ``a == b`` recursively, tensors bit for bit; returns the number of tensors."""
-    if isinstance(a, torch.Tensor):
-        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b), where
-        return 1
-    if isinstance(a, dict):
-        assert isinstance(b, dict) and a.keys() == b.keys(), where
-        return sum(_assert_same(a[key], b[key], f"{where}[{key!r}]") for key in a)
-    if isinstance(a, (list, tuple)):
-        assert type(a) is type(b) and len(a) == len(b), where
-        return sum(_assert_same(x, y, f"{where}[{i}]") for i, (x, y) in enumerate(zip(a, b)))
-    assert a == b, f"{where}: {a!r} != {b!r}"
-    return 0
-
-
 def _assert_same_final_state(reference: Path, resumed: Path) -> None:
-    """The final checkpoints hold the same tensors (models, optimisers, schedulers, random
-    generators) and the reports the same numbers."""
-    a, b = read_checkpoint(reference / "last.pt"), read_checkpoint(resumed / "last.pt")
-    for payload in (a, b):
-        del payload["objects"]["report"]  # its numbers are compared below, without the times
-    tensors = _assert_same(a, b, "last.pt")
-    assert tensors >= 4 + 2 * 4 + 4  # model, head, Adam moments, random generators
-    assert _metrics(reference) == _metrics(resumed)
+    # model and head (4), Adam's moments and steps (3 x 4), the random generators (3)
+    assert assert_same_final_state(reference, resumed) == 4 + 3 * 4 + 3
 
 
 @pytest.fixture(scope="module")
