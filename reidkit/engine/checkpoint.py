@@ -288,6 +288,12 @@ class CheckpointManager:
                 self.extra = json.loads(json.dumps(dict(extra)))
             except (TypeError, ValueError) as error:
                 raise ValueError(f"extra must hold only what JSON can hold: {error}") from None
+        # Built and checked on every rank, before the collective: a refusal stops every rank.
+        objects = {name: _unwrap(obj).state_dict() for name, obj in self._tracked.items()}
+        trainer_state = None if trainer is None else trainer.state_dict()
+        for name, value in objects.items():
+            _check_storable(value, f"the state of {name!r}")
+        _check_storable(trainer_state, "the trainer's state")
         rng_states = all_gather_object(capture_rng_state())
         path = self.directory / LAST_CHECKPOINT
         if is_main_process():
@@ -296,14 +302,11 @@ class CheckpointManager:
                 "stage": state.stage,
                 "epoch": state.epoch,
                 "stage_finished": state.stage_finished,
-                "objects": {name: _unwrap(obj).state_dict() for name, obj in self._tracked.items()},
-                "trainer": None if trainer is None else trainer.state_dict(),
+                "objects": objects,
+                "trainer": trainer_state,
                 "rng": rng_states,
                 "extra": self.extra,
             }
-            for name, value in payload["objects"].items():
-                _check_storable(value, f"the state of {name!r}")
-            _check_storable(payload["trainer"], "the trainer's state")
             atomic_torch_save(payload, path)
             if state.stage_finished:
                 atomic_copy(path, self.directory / self._final_name(state.stage))
@@ -434,7 +437,8 @@ class CheckpointManager:
 
         For the checkpoint's own stage, the saved ``trainer`` state and this rank's random
         generators are restored, so the next epoch draws exactly what it would have drawn
-        without the interruption.
+        without the interruption. For a later stage, the generators are restored here unless
+        :meth:`stage_completed` already did.
 
         Returns:
             0 for a stage the checkpoint has not reached, the completed epochs for the
@@ -455,6 +459,9 @@ class CheckpointManager:
                 f"stage {stage!r} was completed before the checkpoint's stage {resumed.stage!r}"
             )
         if index > resumed_index:
+            # A pipeline that never asked stage_completed about the checkpoint's finished stage
+            # gets the generators back here, at the latest.
+            self._restore_rng()
             return 0
         if trainer is not None and self._loaded["trainer"] is not None:
             self._restore("the trainer", trainer, self._loaded["trainer"])

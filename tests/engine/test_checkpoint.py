@@ -274,6 +274,28 @@ def test_objects_tracked_after_loading_are_restored(tmp_path) -> None:
         loader.resume_epoch("one")
 
 
+@pytest.mark.parametrize("asks_stage_completed", [True, False])
+def test_the_generators_come_back_once_after_a_finished_stage(
+    tmp_path, asks_stage_completed
+) -> None:
+    torch.manual_seed(5)
+    CheckpointManager(tmp_path, stages=["one", "two"]).save(TrainingState("one", 3, True))
+    expected = torch.rand(4)
+    manager = CheckpointManager(tmp_path, stages=["one", "two"])
+    manager.load(tmp_path / "last.pt")
+    torch.manual_seed(7)
+    if asks_stage_completed:  # where the stage would run: the generators come back here
+        assert manager.stage_completed("one")
+        assert torch.equal(torch.rand(4), expected)
+        drawn_since = torch.get_rng_state()
+        assert manager.stage_completed("one")  # once only: not again here,
+        assert manager.resume_epoch("two") == 0  # nor here
+        assert torch.equal(torch.get_rng_state(), drawn_since)
+    else:  # a pipeline that never asks gets them back when the next stage starts
+        assert manager.resume_epoch("two") == 0
+        assert torch.equal(torch.rand(4), expected)
+
+
 def test_resolve_resume_path(tmp_path) -> None:
     assert resolve_resume_path(None, tmp_path) is None
     assert resolve_resume_path("auto", tmp_path) is None

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import os
+import socket
+
 import pytest
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 from torch import nn
 
-from reidkit.engine import MetricTracker, Trainer, move_to_device
+from reidkit import distributed
+from reidkit.engine import MetricTracker, Trainer, TrainingRun, move_to_device
 
 
 def test_clipping_scales_the_gradient_to_the_maximum_norm() -> None:
@@ -69,10 +76,6 @@ def test_a_step_with_a_nonfinite_loss_is_skipped_and_counted() -> None:
 
 
 def test_skipped_steps_reach_the_report(tmp_path) -> None:
-    import json
-
-    from reidkit.engine import TrainingRun
-
     weight = nn.Parameter(torch.zeros(1))
     run = TrainingRun(tmp_path, stages=["only"])
     trainer = Trainer(torch.optim.SGD([weight], lr=0.1))
@@ -139,3 +142,49 @@ def test_metric_tracker_and_move_to_device() -> None:
         tracker.update({"loss": torch.ones(2)})
     batch = move_to_device((torch.ones(1), [torch.zeros(1)], {"k": torch.ones(1)}, "path"), "cpu")
     assert isinstance(batch, tuple) and batch[3] == "path" and batch[2]["k"].device.type == "cpu"
+
+
+def _skip_on_every_rank(rank: int, port: int) -> None:
+    os.environ.update(
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE="2",
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )
+    torch.set_num_threads(1)
+    distributed.init_distributed("cpu")
+    try:
+        layer = nn.Linear(2, 1, bias=False)
+        network = distributed.data_parallel(layer)  # rank 0's weights on both ranks
+        start = layer.weight.detach().clone()
+        trainer = Trainer(torch.optim.SGD(layer.parameters(), lr=0.1))
+        inputs = [
+            torch.tensor([[1.0, 2.0]]),
+            torch.tensor([[3.0, 4.0]]),
+            torch.tensor([[5.0, 6.0]]),
+        ]
+        poisoned = float("nan") if rank == 1 else 1.0  # rank 1 alone sees a NaN, at step 2
+
+        def step(x):
+            scale = poisoned if x[0, 0] == 3.0 else 1.0
+            return network(x).sum() * scale
+
+        metrics = trainer.run_epoch(inputs, step)
+        assert metrics["skipped_steps"] == 1 and trainer.skipped_steps == 1
+        # DDP averages the gradients (x) of the two ranks: the steps on batches 1 and 3 only.
+        expected = start - 0.1 * (inputs[0] + inputs[2])
+        torch.testing.assert_close(layer.weight.detach(), expected)
+    finally:
+        distributed.cleanup_distributed()
+
+
+@pytest.mark.distributed
+def test_every_rank_skips_a_step_whose_loss_is_not_finite_on_one() -> None:
+    if not dist.is_available():
+        pytest.skip("torch.distributed is not available")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    start_method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+    mp.start_processes(_skip_on_every_rank, args=(port,), nprocs=2, start_method=start_method)
