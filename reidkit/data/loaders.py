@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, Sampler, TensorDataset
+from torch.utils.data import DataLoader, Dataset, Sampler, TensorDataset, get_worker_info
 from torch.utils.data.distributed import DistributedSampler
 
 from reidkit.data.image_dataset import ReIDImageDataset
@@ -31,18 +31,27 @@ _AUGMENTATION_STREAM = 0x5EED  # tells the augmentation seeds apart from the sam
 
 @contextlib.contextmanager
 def _seeded_generators(seed: int) -> Iterator[None]:
-    """Seed Python's, NumPy's and torch's CPU generators with ``seed``; put them back after."""
-    python, cpu = random.getstate(), torch.get_rng_state()
-    numpy = np.random.get_state()  # noqa: NPY002
+    """Seed Python's and torch's CPU generators with the 63-bit ``seed``, NumPy's with its
+    32 high bits.
+
+    In the main process (a loader without workers) they are put back afterwards, so that the
+    training step draws what it would draw without the loader; a loader worker's generators
+    serve nothing else, and saving NumPy's costs more than the seeding.
+    """
+    in_worker = get_worker_info() is not None
+    if not in_worker:
+        python, cpu = random.getstate(), torch.get_rng_state()
+        numpy = np.random.get_state()  # noqa: NPY002
     random.seed(seed)
-    np.random.seed([seed & 0xFFFFFFFF, seed >> 32])  # noqa: NPY002
+    np.random.seed(seed >> 31)  # noqa: NPY002
     torch.default_generator.manual_seed(seed)
     try:
         yield
     finally:
-        random.setstate(python)
-        np.random.set_state(numpy)  # noqa: NPY002
-        torch.set_rng_state(cpu)
+        if not in_worker:
+            random.setstate(python)
+            np.random.set_state(numpy)  # noqa: NPY002
+            torch.set_rng_state(cpu)
 
 
 class _SeededItems(Dataset):

@@ -41,8 +41,8 @@ from reidkit.engine.seeding import capture_rng_state, check_rng_state, restore_r
 CHECKPOINT_FORMAT = 2
 LAST_CHECKPOINT = "last.pt"
 _ENTRIES = ("format", "stage", "epoch", "stage_finished", "objects", "trainer", "rng", "extra")
-# What torch.load(..., weights_only=True) rebuilds without running code (every torch >= 2.4).
-_SAFE_CONTAINERS = (dict, OrderedDict, Counter, list, tuple)
+# What torch.load(..., weights_only=True) rebuilds without running code (every torch >= 2.4),
+# besides the containers dict, OrderedDict, Counter, list and tuple.
 _SAFE_VALUES = (
     str,
     int,

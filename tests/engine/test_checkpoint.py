@@ -426,6 +426,31 @@ def _assert_same_final_state(reference: Path, resumed: Path) -> None:
     assert assert_same_final_state(reference, resumed) == 4 + 3 * 4 + 3
 
 
+def test_train_batches_depend_on_the_epoch_but_not_on_the_loader_workers(image_records) -> None:
+    def epochs(num_workers: int) -> list[torch.Tensor]:
+        loader = make_train_loader(
+            image_records,
+            build_train_transforms(IMAGE_SIZE, padding=2),
+            batch_size=8,
+            num_instances=4,
+            num_workers=num_workers,
+            seed=3,
+        )
+        images = []
+        for epoch in (0, 1, 0):
+            loader.sampler.set_epoch(epoch)
+            images.append(torch.cat([batch[0] for batch in loader]))
+        return images
+
+    torch.manual_seed(0)
+    before = torch.get_rng_state()
+    alone = epochs(0)
+    assert torch.equal(torch.get_rng_state(), before)  # the caller's generators are untouched
+    assert torch.equal(alone[0], alone[2]) and not torch.equal(alone[0], alone[1])
+    for other in (epochs(1), epochs(2)):
+        assert all(torch.equal(a, b) for a, b in zip(alone, other, strict=True))
+
+
 @pytest.fixture(scope="module")
 def straight(tmp_path_factory, image_records) -> Path:
     """The output folder of the uninterrupted run (no loader workers)."""
