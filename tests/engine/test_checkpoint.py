@@ -58,6 +58,7 @@ def test_a_failed_write_leaves_the_previous_file_intact(tmp_path, monkeypatch) -
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
 
 
+@pytest.mark.skipif(os.name != "posix", reason="file modes and the umask are POSIX notions")
 @pytest.mark.parametrize("umask", [0o022, 0o077])
 def test_files_are_created_with_the_umask(tmp_path, umask) -> None:
     previous = os.umask(umask)
