@@ -1,14 +1,23 @@
-"""Data loaders for training (P×K batches), testing (query then gallery) and cached features."""
+"""Data loaders for training (P×K batches), testing (query then gallery) and cached features.
+
+The random augmentation of every training item is seeded from the run's seed, the epoch, the
+rank and the item's position in the epoch, never from a loader process's own generator: a run
+draws the same augmentation with any number of loader workers, and a run resumed at any epoch
+draws what the uninterrupted run drew.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+import random
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, Dataset, Sampler, TensorDataset, get_worker_info
 from torch.utils.data.distributed import DistributedSampler
 
 from reidkit.data.image_dataset import ReIDImageDataset
@@ -17,6 +26,83 @@ from reidkit.data.splits import ReIDRecord
 from reidkit.distributed import get_rank, get_world_size
 
 Transform = Callable[[Image.Image], Any]
+_AUGMENTATION_STREAM = 0x5EED  # tells the augmentation seeds apart from the sampler's draws
+
+
+@contextlib.contextmanager
+def _seeded_generators(seed: int) -> Iterator[None]:
+    """Seed Python's and torch's CPU generators with the 63-bit ``seed``, NumPy's with its
+    32 high bits.
+
+    In the main process (a loader without workers) they are put back afterwards, so that the
+    training step draws what it would draw without the loader; a loader worker's generators
+    serve nothing else, and saving NumPy's costs more than the seeding.
+    """
+    in_worker = get_worker_info() is not None
+    if not in_worker:
+        python, cpu = random.getstate(), torch.get_rng_state()
+        numpy = np.random.get_state()  # noqa: NPY002
+    random.seed(seed)
+    np.random.seed(seed >> 31)  # noqa: NPY002
+    torch.default_generator.manual_seed(seed)
+    try:
+        yield
+    finally:
+        if not in_worker:
+            random.setstate(python)
+            np.random.set_state(numpy)  # noqa: NPY002
+            torch.set_rng_state(cpu)
+
+
+class _SeededItems(Dataset):
+    """``dataset`` read at ``(index, seed)`` keys: the item's transform draws from generators
+    seeded with ``seed``, in whichever process reads it."""
+
+    def __init__(self, dataset: ReIDImageDataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        index, seed = key
+        with _seeded_generators(seed):
+            return self.dataset[index]
+
+
+class _IdentitySamplerWithSeeds(Sampler[tuple[int, int]]):
+    """A :class:`~reidkit.data.RandomIdentitySampler`'s indices, each with its augmentation seed.
+
+    The ``i``-th index of an epoch comes with a 63-bit seed drawn from a generator seeded with
+    ``(seed, epoch, rank)`` of the identity sampler, so the seeds depend on nothing a loader
+    worker holds.
+
+    Args:
+        identity_sampler: gives the indices, the seed, the epoch and the rank.
+    """
+
+    def __init__(self, identity_sampler: RandomIdentitySampler) -> None:
+        self.identity_sampler = identity_sampler
+
+    @property
+    def epoch(self) -> int:
+        """The epoch selected by :meth:`set_epoch`."""
+        return self.identity_sampler.epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch of the indices and of the augmentation seeds."""
+        self.identity_sampler.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.identity_sampler)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        sampler = self.identity_sampler
+        seeds = np.random.default_rng(
+            [sampler.seed, sampler.epoch, sampler.rank, _AUGMENTATION_STREAM]
+        )
+        for index in sampler:
+            yield index, int(seeds.integers(2**63))
 
 
 def make_train_loader(
@@ -31,9 +117,14 @@ def make_train_loader(
     """A loader of ``P × K`` batches over a train split.
 
     Batches are ``(images, pids, camids, paths)`` with ``images`` of shape
-    ``(batch_size, 3, H, W)`` and ``pids``, ``camids`` of shape ``(batch_size,)``. The sampler
-    (:class:`~reidkit.data.RandomIdentitySampler`, distributed-aware) is ``loader.sampler``:
-    call ``loader.sampler.set_epoch(epoch)`` before each epoch.
+    ``(batch_size, 3, H, W)`` and ``pids``, ``camids`` of shape ``(batch_size,)``. The indices
+    come from a :class:`~reidkit.data.RandomIdentitySampler` (distributed-aware,
+    ``loader.sampler.identity_sampler``), which ``loader.sampler`` pairs with the augmentation
+    seed of every item: call ``loader.sampler.set_epoch(epoch)`` before each epoch. The
+    transform of each item runs with Python's, NumPy's and torch's generators seeded from
+    ``(seed, epoch, rank, position in the epoch)``, so the batches are the same for any
+    ``num_workers`` and for an epoch run again after a resume; the generators of the process
+    that iterates are left untouched.
 
     Args:
         records: the train split, e.g. ``dataset.train``.
@@ -41,14 +132,14 @@ def make_train_loader(
         batch_size: ``P × K``.
         num_instances: ``K``, images per identity in a batch.
         num_workers: loader processes.
-        seed: seed of the identity sampling and of the workers' augmentation.
+        seed: seed of the identity sampling and of the augmentation.
         pin_memory: pin batches in page-locked memory (for GPU training).
     """
     sampler = RandomIdentitySampler(records, batch_size, num_instances, seed=seed)
     return DataLoader(
-        ReIDImageDataset(records, transform),
+        _SeededItems(ReIDImageDataset(records, transform)),
         batch_size=batch_size,
-        sampler=sampler,
+        sampler=_IdentitySamplerWithSeeds(sampler),
         num_workers=num_workers,
         pin_memory=pin_memory,
         persistent_workers=num_workers > 0,

@@ -61,10 +61,17 @@ after every epoch) and ``{stage}_final.pt``; ``--resume`` (alone: the output fol
 restoring the models, optimisers, schedulers, AMP scaler, random generators and report.
 """
 
-from reidkit.engine.atomic import atomic_torch_save, atomic_write_text
+from reidkit.engine.atomic import (
+    atomic_copy,
+    atomic_torch_save,
+    atomic_write_text,
+    remove_stale_temporaries,
+)
 from reidkit.engine.checkpoint import (
+    CheckpointError,
     CheckpointManager,
     TrainingState,
+    read_checkpoint,
     resolve_resume_path,
 )
 from reidkit.engine.cli import build_arg_parser, stage_epochs
@@ -78,6 +85,7 @@ from reidkit.engine.seeding import capture_rng_state, restore_rng_state, seed_ev
 from reidkit.engine.trainer import Trainer, move_to_device
 
 __all__ = [
+    "CheckpointError",
     "CheckpointManager",
     "MetricTracker",
     "RunReport",
@@ -86,6 +94,7 @@ __all__ = [
     "TrainingState",
     "WarmupCosineLR",
     "WarmupMultiStepLR",
+    "atomic_copy",
     "atomic_torch_save",
     "atomic_write_text",
     "bias_parameter_groups",
@@ -96,6 +105,8 @@ __all__ = [
     "format_metrics",
     "move_to_device",
     "progress_bar",
+    "read_checkpoint",
+    "remove_stale_temporaries",
     "resolve_resume_path",
     "restore_rng_state",
     "seed_everything",

@@ -81,9 +81,13 @@ def progress_bar(
 
 
 def format_metrics(metrics: Mapping[str, float]) -> str:
-    """``{"loss": 1.23456, "lr": 3.5e-4}`` as ``"loss 1.2346 | lr 3.50e-04"``."""
+    """``{"loss": 1.23456, "lr": 3.5e-4, "skipped_steps": 0}`` as
+    ``"loss 1.2346 | lr 3.50e-04 | skipped_steps 0"`` (integers as integers)."""
     parts = []
     for name, value in metrics.items():
+        if isinstance(value, int) and not isinstance(value, bool):
+            parts.append(f"{name} {value}")
+            continue
         value = float(value)
         text = f"{value:.2e}" if value != 0 and abs(value) < 1e-3 else f"{value:.4f}"
         parts.append(f"{name} {text}")

@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from reidkit.distributed import get_world_size, is_main_process
-from reidkit.engine.atomic import atomic_write_text
+from reidkit.engine.atomic import atomic_write_text, remove_stale_temporaries
 
 
 def to_jsonable(value: Any) -> Any:
@@ -99,6 +99,9 @@ def environment_info() -> dict[str, Any]:
 class RunReport:
     """Collects the metrics of a run and writes them to ``path`` as JSON (rank 0 only).
 
+    On rank 0, the constructor deletes the temporary files of ``path`` that a process killed
+    while writing it left behind.
+
     Args:
         path: the JSON file, rewritten atomically by :meth:`save`.
         config: the run's configuration (anything :func:`to_jsonable` accepts).
@@ -116,6 +119,8 @@ class RunReport:
         }
         self._previous_wall_time = 0.0
         self._segment_start = time.perf_counter()
+        if is_main_process():
+            remove_stale_temporaries(self.path)
 
     def _stage(self, stage: str) -> dict[str, Any]:
         if not isinstance(stage, str) or not stage:

@@ -117,7 +117,12 @@ class TrainingRun:
         return self.checkpoints.track(name, obj)
 
     def stage_completed(self, stage: str) -> bool:
-        """Whether a resumed checkpoint already covers ``stage``: skip its set-up as well."""
+        """Whether a resumed checkpoint already covers ``stage``: skip its set-up as well.
+
+        Ask where the stage would run, before its set-up: when the checkpoint was written at
+        the end of ``stage``, this restores the random generators of that moment (see
+        :meth:`~reidkit.engine.CheckpointManager.stage_completed`).
+        """
         return self.checkpoints.stage_completed(stage)
 
     def evaluate(self, stage: str, epoch: int, evaluate: Evaluate) -> dict[str, float]:

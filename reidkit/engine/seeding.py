@@ -41,10 +41,32 @@ def seed_everything(seed: int, *, rank: int = 0, deterministic: bool = False) ->
 
 
 def capture_rng_state() -> dict[str, Any]:
-    """The states of Python's, NumPy's, torch's CPU and every CUDA generator (picklable)."""
+    """The states of Python's, NumPy's, torch's CPU and every CUDA generator.
+
+    The state holds tensors and plain Python values only (no NumPy objects), so that a
+    checkpoint holding it loads with ``torch.load(..., weights_only=True)``::
+
+        {"python": {"version": 3, "state": int64 (625,), "gauss_next": float | None},
+         "numpy": {"algorithm": "MT19937", "key": int64 (624,), "position": int,
+                   "has_gauss": int, "cached_gaussian": float},
+         "torch": uint8 (5056,),
+         "cuda": [uint8 tensor per device]}          # only where CUDA is available
+    """
+    version, internal, gauss_next = random.getstate()
+    algorithm, key, position, has_gauss, cached_gaussian = np.random.get_state()  # noqa: NPY002
     state: dict[str, Any] = {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),  # noqa: NPY002
+        "python": {
+            "version": version,
+            "state": torch.tensor(internal, dtype=torch.int64),
+            "gauss_next": gauss_next,
+        },
+        "numpy": {
+            "algorithm": str(algorithm),
+            "key": torch.from_numpy(key.astype(np.int64)),
+            "position": int(position),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached_gaussian),
+        },
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -52,13 +74,74 @@ def capture_rng_state() -> dict[str, Any]:
     return state
 
 
+def _check_words(value: Any, where: str, length: int) -> None:
+    """``value`` must be an int64 tensor of ``length`` 32-bit unsigned words."""
+    if (
+        not isinstance(value, torch.Tensor)
+        or value.dtype != torch.int64
+        or tuple(value.shape) != (length,)
+        or bool(((value < 0) | (value >= 2**32)).any())
+    ):
+        raise ValueError(f"{where} must be an int64 tensor of {length} values in [0, 2**32)")
+
+
+def check_rng_state(state: Any) -> None:
+    """Raise ``ValueError`` unless ``state`` has the layout :func:`capture_rng_state` returns.
+
+    Restoring a checked state cannot fail half-way, so a checkpoint is checked before anything
+    is restored from it.
+    """
+    if not isinstance(state, dict) or not {"python", "numpy", "torch"} <= set(state):
+        raise ValueError("the random state must be a dict with the keys python, numpy and torch")
+    python, numpy = state["python"], state["numpy"]
+    if not isinstance(python, dict) or python.get("version") != random.Random.VERSION:
+        raise ValueError(
+            f"the Python random state must be a dict with version {random.Random.VERSION}"
+        )
+    _check_words(python.get("state"), "the Python random state", 625)
+    if int(python["state"][-1]) > 624:
+        raise ValueError("the Python random state's position must be <= 624")
+    if not isinstance(python.get("gauss_next"), (float, type(None))):
+        raise ValueError("the Python random state's gauss_next must be a float or None")
+    if not isinstance(numpy, dict) or numpy.get("algorithm") != "MT19937":
+        raise ValueError("the NumPy random state must be a dict with algorithm 'MT19937'")
+    _check_words(numpy.get("key"), "the NumPy random state's key", 624)
+    for name, kind in (("position", int), ("has_gauss", int), ("cached_gaussian", float)):
+        if not isinstance(numpy.get(name), kind):
+            raise ValueError(f"the NumPy random state's {name} must be a {kind.__name__}")
+    if not 0 <= numpy["position"] <= 624:
+        raise ValueError("the NumPy random state's position must be in [0, 624]")
+    cpu, cuda = state["torch"], state.get("cuda", [])
+    if not (
+        isinstance(cpu, torch.Tensor)
+        and cpu.dtype == torch.uint8
+        and cpu.shape == torch.get_rng_state().shape
+    ):
+        raise ValueError("the torch random state must be a uint8 tensor of torch's state size")
+    if not isinstance(cuda, list) or not all(
+        isinstance(t, torch.Tensor) and t.dtype == torch.uint8 for t in cuda
+    ):
+        raise ValueError("the CUDA random states must be a list of uint8 tensors")
+
+
 def restore_rng_state(state: dict[str, Any]) -> None:
-    """Restore generators from :func:`capture_rng_state`'s output (CUDA only if both have it)."""
-    missing = {"python", "numpy", "torch"} - set(state)
-    if missing:
-        raise ValueError(f"state must hold the keys python, numpy and torch; missing {missing}")
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])  # noqa: NPY002
+    """Restore generators from :func:`capture_rng_state`'s output (CUDA only if both have it).
+
+    Raises:
+        ValueError: ``state`` does not have that layout (nothing is restored then).
+    """
+    check_rng_state(state)
+    python, numpy = state["python"], state["numpy"]
+    random.setstate((python["version"], tuple(python["state"].tolist()), python["gauss_next"]))
+    np.random.set_state(  # noqa: NPY002
+        (
+            numpy["algorithm"],
+            numpy["key"].numpy().astype(np.uint32),
+            numpy["position"],
+            numpy["has_gauss"],
+            numpy["cached_gaussian"],
+        )
+    )
     torch.set_rng_state(state["torch"].cpu())
     if "cuda" in state and torch.cuda.is_available():
         cuda_states = state["cuda"]

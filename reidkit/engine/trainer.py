@@ -11,12 +11,14 @@ or as a mapping with a ``"loss"`` entry and any other scalars to report::
 
 :class:`Trainer` runs it under autocast when AMP is on, back-propagates (through a gradient
 scaler on CUDA), clips the gradient norm if asked, steps every optimiser, and averages the
-reported scalars over the epoch.
+reported scalars over the epoch. A step whose loss is NaN or infinite (on any rank) is skipped
+and counted, unless ``skip_nonfinite=False``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -25,8 +27,9 @@ from torch import Tensor
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
+from reidkit.distributed import all_reduce_mean
 from reidkit.engine.meters import MetricTracker
-from reidkit.engine.progress import format_metrics, progress_bar
+from reidkit.engine.progress import LOGGER_NAME, format_metrics, progress_bar
 
 StepOutput = Tensor | Mapping[str, Tensor | float]
 StepFunction = Callable[[Any], StepOutput]
@@ -69,6 +72,14 @@ class Trainer:
         grad_clip_norm: clip the total gradient norm of all optimised parameters to this value
             (``None``: no clipping).
         device: device of the computation (selects the autocast type).
+        skip_nonfinite: skip a step whose loss is NaN or infinite on any rank: no backward, no
+            optimiser step, no scaler update, gradients zeroed; it is logged as a warning and
+            counted (:attr:`skipped_steps`, and ``skipped_steps`` in the epoch metrics). This
+            reads the loss on the host, one device synchronisation per step. ``False``: no
+            check, and a non-finite loss reaches the optimisers.
+
+    Attributes:
+        skipped_steps: steps skipped for a non-finite loss since the trainer was built.
     """
 
     def __init__(
@@ -79,6 +90,7 @@ class Trainer:
         amp: bool = False,
         grad_clip_norm: float | None = None,
         device: torch.device | str = "cpu",
+        skip_nonfinite: bool = True,
     ) -> None:
         self.optimizers = [optimizers] if isinstance(optimizers, Optimizer) else list(optimizers)
         if not self.optimizers or not all(isinstance(o, Optimizer) for o in self.optimizers):
@@ -93,6 +105,8 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(
             self.device.type, enabled=amp and self.device.type == "cuda"
         )
+        self.skip_nonfinite = skip_nonfinite
+        self.skipped_steps = 0
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """The autocast context of the forward pass (a no-op context without AMP)."""
@@ -111,10 +125,23 @@ class Trainer:
             for i, o in enumerate(self.optimizers)
         }
 
-    def optimize(self, loss: Tensor) -> None:
-        """Back-propagate ``loss`` and step every optimiser (gradients are zeroed first)."""
+    def _loss_is_nonfinite(self, loss: Tensor) -> bool:
+        """Whether ``loss`` is NaN or infinite on this rank or any other (collective)."""
+        nonfinite = (~torch.isfinite(loss.detach())).float().reshape(1)
+        return bool(all_reduce_mean(nonfinite).item() > 0)
+
+    def optimize(self, loss: Tensor) -> bool:
+        """Back-propagate ``loss`` and step every optimiser (gradients are zeroed first).
+
+        Returns:
+            ``False`` when the step was skipped for a non-finite loss (see ``skip_nonfinite``;
+            every rank decides alike, so that they stay in step), else ``True``.
+        """
         for optimizer in self.optimizers:
             optimizer.zero_grad(set_to_none=True)
+        if self.skip_nonfinite and self._loss_is_nonfinite(loss):
+            self.skipped_steps += 1
+            return False
         self.scaler.scale(loss).backward()
         if self.grad_clip_norm is not None:
             for optimizer in self.optimizers:
@@ -123,6 +150,7 @@ class Trainer:
         for optimizer in self.optimizers:
             self.scaler.step(optimizer)
         self.scaler.update()
+        return True
 
     def run_epoch(
         self, batches: Iterable[Any], step: StepFunction, *, desc: str = "train"
@@ -131,20 +159,30 @@ class Trainer:
 
         Returns:
             The epoch averages of ``loss`` and of every other scalar the step reported
-            (averaged over ranks under ``torch.distributed``), plus the learning rates the
-            epoch ran at.
+            (averaged over ranks under ``torch.distributed``) over the steps taken, the
+            learning rates the epoch ran at, and ``skipped_steps``, the number of steps
+            skipped for a non-finite loss (see ``skip_nonfinite``).
         """
         rates = self.learning_rates()
         tracker = MetricTracker()
+        skipped = 0
         bar = progress_bar(batches, desc=desc)
         for index, batch in enumerate(bar):
             with self.autocast():
                 loss, metrics = _split_step_output(step(batch))
-            self.optimize(loss)
+            if not self.optimize(loss):
+                skipped += 1
+                logging.getLogger(LOGGER_NAME).warning(
+                    "[%s] step %d skipped: non-finite loss (%s on this rank)",
+                    desc,
+                    index + 1,
+                    float(loss.detach()),
+                )
+                continue
             tracker.update({"loss": loss.detach(), **metrics})
             if index % 10 == 0 and hasattr(bar, "set_postfix_str"):
                 bar.set_postfix_str(format_metrics(tracker.averages()))
-        return {**tracker.averages(across_ranks=True), **rates}
+        return {**tracker.averages(across_ranks=True), **rates, "skipped_steps": skipped}
 
     def end_epoch(self) -> None:
         """Step every scheduler (call once after each epoch)."""
