@@ -1,4 +1,4 @@
-"""Exact gradients of the converged Sinkhorn solution by implicit differentiation.
+"""Exact gradients of the Sinkhorn plan by implicit differentiation, converged or not.
 
 At the fixed point the plan ``T = exp((f_i + g_j - C_ij) / eps)`` satisfies ``T 1 = a`` and
 ``T^T 1 = b`` (MMPL eq. 15). Differentiating these constraints gives, for a perturbation
