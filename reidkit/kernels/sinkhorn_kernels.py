@@ -19,8 +19,11 @@ no iterate is ever stored.
 
 The iteration and the stopping rules are those of :mod:`reidkit.ot.solvers` (MMPL eq. 17 in
 log form, potentials in units of epsilon inside the loop): one iteration is a row update
-followed by a column update; a problem stops before applying a row update once its residual
-is no longer ``> tol``. Importing this module imports Triton; :mod:`reidkit.kernels` does not.
+followed by a column update; the marginal rule judges the current plan before a row update
+(and once more after the last iteration), the update rule judges a row update and stops after
+applying it with its column update; a NaN residual never stops a problem. The implicit
+backward solves the regularised system of :mod:`reidkit.ot.implicit`. Importing this module
+imports Triton; :mod:`reidkit.kernels` does not.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ import triton.language as tl
 from torch import Tensor
 
 from reidkit.kernels import MIN_DOT_BLOCK, padded_block
+from reidkit.ot.implicit import RIDGE
+from reidkit.ot.solvers import UPDATE_RULE_COST_MEAN, Potentials, stop_threshold
 
 _PROGRAM_TILE = 1024  # cost entries per program of the cost-tile kernel (problems are packed)
 _MAX_PROBLEMS = 16  # problems per program of the cost-tile kernel
@@ -51,11 +56,12 @@ def _sinkhorn_loop(
     log_a,  # (P, BLOCK_M) -inf on zero-mass or padded rows
     log_b,  # (P, BLOCK_N) -inf on zero-mass or padded columns
     max_iter,
-    tol,
+    threshold,  # tol (marginal rule) or log(tol) (update rule)
+    cost_mean_over_epsilon,  # the update rule's reference mean of the cost, over epsilon
     USE_TOL: tl.constexpr,
     UPDATE_RULE: tl.constexpr,
 ):
-    """Log-domain Sinkhorn on P problems: potentials ``f / eps``, ``g / eps`` and counts (P,)."""
+    """Log-domain Sinkhorn on P problems: ``f / eps``, ``g / eps``, counts and flags (P,)."""
     row_valid = log_a > float("-inf")
     col_valid = log_b > float("-inf")
     a = tl.exp(log_a)
@@ -66,32 +72,60 @@ def _sinkhorn_loop(
     g = tl.where(col_valid, 0.0, float("-inf"))
     n_iter = tl.zeros_like(num_rows).to(tl.int32)
     active = num_rows >= 0  # all True
+    converged = num_rows < 0  # all False
+    if not USE_TOL:
+        converged = active  # no target to miss
+    offset = tl.zeros_like(num_rows)
+    if UPDATE_RULE:
+        # (1 - mean C) / epsilon over the real entries: the update on the cost shifted to mean 1.
+        real = row_valid[:, :, None] & col_valid[:, None, :]
+        total = tl.sum(tl.sum(tl.where(real, neg_cost, 0.0), axis=2), axis=1)
+        count = tl.sum(tl.sum(real.to(tl.float32), axis=2), axis=1)
+        offset = total / tl.maximum(count, 1.0) + cost_mean_over_epsilon
+    last = max_iter
+    if USE_TOL and not UPDATE_RULE:
+        last = max_iter + 1  # the marginal rule also checks the plan of the last iteration
     iteration = 0
     running = max_iter > 0
     while running:
         new_f = tl.where(
             row_valid, finite_log_a - _logsumexp(neg_cost + g[:, None, :], axis=2), float("-inf")
         )
+        settled = num_rows < 0  # all False
         if USE_TOL:
+            step = tl.where(row_valid, f, 0.0) - tl.where(row_valid, new_f, 0.0)
             if UPDATE_RULE:
-                # Mean absolute change of the row scaling u = exp(f / epsilon).
-                change = tl.abs(tl.exp(new_f) - tl.exp(f))
-                residual = tl.sum(tl.where(row_valid, change, 0.0), axis=1) / num_rows
+                step = -tl.abs(step)
+            # expm1(step), without cancellation near 0 (Taylor series of degree 5 below 0.1).
+            series = step * (1.0 + step * (0.5 + step * (1 / 6 + step * (1 / 24 + step / 120))))
+            expm1 = tl.where(tl.abs(step) < 0.1, series, tl.exp(step) - 1.0)
+            if UPDATE_RULE:
+                # log mean_i |exp(new_f_i) - exp(f_i)| = log mean_i exp(max) (1 - exp(-|step|)),
+                # on the cost shifted to mean 1, as reidkit.ot.solvers computes it.
+                log_change = tl.maximum(f, new_f) + tl.log(-expm1)
+                log_change = tl.where(row_valid, log_change, float("-inf"))
+                residual = _logsumexp(log_change, axis=1) - tl.log(num_rows) + offset
             else:
                 # Row sums of the current plan are a * exp(f - new_f): L1 row-marginal error.
-                step = tl.where(row_valid, f, 0.0) - tl.where(row_valid, new_f, 0.0)
-                residual = tl.sum(tl.where(row_valid, a * tl.abs(tl.exp(step) - 1.0), 0.0), axis=1)
-            # As the torch path: a problem continues only while its residual is > tol.
-            active = active & ((iteration == 0) | (residual > tol))
-        f = tl.where(active[:, None], new_f, f)
+                residual = tl.sum(tl.where(row_valid, a * tl.abs(expm1), 0.0), axis=1)
+            # A NaN residual compares False: it never counts as converged.
+            settled = active & (iteration > 0) & (residual <= threshold)
+        # The update rule applies the update it judged; the marginal rule keeps the iterate.
+        applying = active
+        if not UPDATE_RULE:
+            applying = active & ~settled
+        applying = applying & (iteration < max_iter)
+        active = active & ~settled
+        converged = converged | settled
+        f = tl.where(applying[:, None], new_f, f)
         new_g = tl.where(
             col_valid, finite_log_b - _logsumexp(neg_cost + f[:, :, None], axis=1), float("-inf")
         )
-        g = tl.where(active[:, None], new_g, g)
-        n_iter += active.to(tl.int32)
+        g = tl.where(applying[:, None], new_g, g)
+        n_iter += applying.to(tl.int32)
         iteration += 1
-        running = (iteration < max_iter) & (tl.max(active.to(tl.int32), axis=0) > 0)
-    return f, g, n_iter
+        running = (iteration < last) & (tl.max(active.to(tl.int32), axis=0) > 0)
+    return f, g, n_iter, converged
 
 
 @triton.jit
@@ -102,6 +136,7 @@ def _sinkhorn_cost_kernel(
     f_ptr,
     g_ptr,
     n_iter_ptr,
+    converged_ptr,
     batch,
     m,
     n,
@@ -111,7 +146,8 @@ def _sinkhorn_cost_kernel(
     inv_epsilon,
     epsilon,
     max_iter,
-    tol,
+    threshold,
+    cost_mean_over_epsilon,
     USE_TOL: tl.constexpr,
     UPDATE_RULE: tl.constexpr,
     PROBLEMS: tl.constexpr,
@@ -137,12 +173,20 @@ def _sinkhorn_cost_kernel(
     col_offsets = problems[:, None] * n + cols[None, :]
     a = tl.load(a_ptr + row_offsets, mask=in_rows, other=0.0).to(tl.float32)
     b = tl.load(b_ptr + col_offsets, mask=in_cols, other=0.0).to(tl.float32)
-    f, g, n_iter = _sinkhorn_loop(
-        neg_cost, tl.log(a), tl.log(b), max_iter, tol, USE_TOL, UPDATE_RULE
+    f, g, n_iter, converged = _sinkhorn_loop(
+        neg_cost,
+        tl.log(a),
+        tl.log(b),
+        max_iter,
+        threshold,
+        cost_mean_over_epsilon,
+        USE_TOL,
+        UPDATE_RULE,
     )
     tl.store(f_ptr + row_offsets, f * epsilon, mask=in_rows)
     tl.store(g_ptr + col_offsets, g * epsilon, mask=in_cols)
     tl.store(n_iter_ptr + problems, n_iter, mask=in_batch)
+    tl.store(converged_ptr + problems, converged.to(tl.int8), mask=in_batch)
 
 
 @triton.jit
@@ -191,6 +235,7 @@ def _pairwise_kernel(
     distance_ptr,
     f_ptr,
     g_ptr,
+    converged_ptr,
     num_classes,
     m,
     n,
@@ -202,7 +247,8 @@ def _pairwise_kernel(
     inv_epsilon,
     epsilon,
     max_iter,
-    tol,
+    threshold,
+    cost_mean_over_epsilon,
     HAS_MASK: tl.constexpr,
     USE_TOL: tl.constexpr,
     UPDATE_RULE: tl.constexpr,
@@ -229,8 +275,15 @@ def _pairwise_kernel(
     # Uniform marginals over the real patches and the tokens (MMPL eq. 15).
     log_a = tl.where(real_rows, -tl.log(num_rows), float("-inf"))
     log_b = tl.where(in_cols, -tl.log(n.to(tl.float32)), float("-inf"))
-    f, g, _ = _sinkhorn_loop(
-        neg_cost[None, :, :], log_a[None, :], log_b[None, :], max_iter, tol, USE_TOL, UPDATE_RULE
+    f, g, _, converged = _sinkhorn_loop(
+        neg_cost[None, :, :],
+        log_a[None, :],
+        log_b[None, :],
+        max_iter,
+        threshold,
+        cost_mean_over_epsilon,
+        USE_TOL,
+        UPDATE_RULE,
     )
     f = tl.reshape(f, (BLOCK_M,))
     g = tl.reshape(g, (BLOCK_N,))
@@ -240,14 +293,17 @@ def _pairwise_kernel(
     tl.store(distance_ptr + pair, distance)
     tl.store(f_ptr + pair * m + rows, f * epsilon, mask=in_rows)
     tl.store(g_ptr + pair * n + cols, g * epsilon, mask=in_cols)
+    tl.store(converged_ptr + pair + tl.arange(0, 1), converged.to(tl.int8))
 
 
 @triton.jit
 def _solve_positive_definite(matrix, rhs, size, BLOCK: tl.constexpr):
     """Solve ``matrix @ z = rhs`` for a symmetric positive definite ``(BLOCK, BLOCK)`` tile.
 
-    Gauss-Jordan elimination without pivoting (stable for positive definite matrices) over the
-    leading ``size`` rows; the padding must be the identity with a zero right-hand side.
+    Gauss-Jordan elimination without pivoting over the leading ``size`` rows; the padding must
+    be the identity with a zero right-hand side. Without pivoting it is stable for positive
+    definite matrices, whose pivots are at least their smallest eigenvalue: the caller makes
+    that eigenvalue at least the ridge of :mod:`reidkit.ot.implicit`.
     """
     index = tl.arange(0, BLOCK)
     for k in range(0, size):
@@ -280,6 +336,7 @@ def _pairwise_backward_kernel(
     stride_yl,
     stride_yn,
     inv_epsilon,
+    RIDGE_32: tl.constexpr,
     IMPLICIT: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
@@ -303,30 +360,32 @@ def _pairwise_backward_kernel(
     upstream = tl.load(grad_distance_ptr + pair)
     if IMPLICIT:
         # reidkit.ot.implicit.implicit_vjp with W = C: solve H [x; y] = [(C T) 1; (C T)^T 1]
-        # through the Schur complement on the token side (N x N), then
-        # d distance / d C = T + T (x_i + y_j - C_ij) / epsilon.
+        # through the regularised Laplacian on the token side (N x N), as solve_dual_system
+        # does, then d distance / d C = T + T (x_i + y_j - C_ij) / epsilon.
         weights = plan * cost
         rhs_rows = tl.sum(weights, axis=1)
         rhs_cols = tl.sum(weights, axis=0)
         row_mass = tl.sum(plan, axis=1)
-        col_mass = tl.sum(plan, axis=0)
-        inv_row_mass = tl.where(row_mass > 0, 1.0 / row_mass, 0.0)
-        scaled = plan * inv_row_mass[:, None]
-        gram = tl.dot(tl.trans(scaled), plan, input_precision="ieee")  # T^T diag(1/a) T
-        real_cols = (in_cols & (col_mass > 0)).to(tl.float32)
-        eye = (cols[:, None] == cols[None, :]).to(tl.float32)
-        # diag(b) - T^T diag(1/a) T, plus a rank-one gauge term (fixes sum(y) = 0) and the
-        # identity on padded columns.
-        schur = (
-            eye * (col_mass + 1.0 - real_cols)[None, :]
-            - gram
-            + real_cols[:, None] * real_cols[None, :]
-        )
+        # T_ij / (T 1)_i <= 1: no overflow, even for a row mass that underflowed to a subnormal;
+        # rows without mass (padded, masked or underflowed) drop out of the system.
+        row_mass = tl.where(row_mass > 0, row_mass, 1.0)
+        scaled = plan / row_mass[:, None]
+        gram = tl.dot(tl.trans(scaled), plan, input_precision="ieee").to(tl.float64)
+        degree = tl.sum(gram, axis=1)
+        real_cols = in_cols & (degree > 0)
+        real = real_cols.to(tl.float64)
+        ridge = RIDGE_32 * tl.sum(degree, axis=0) / tl.maximum(tl.sum(real, axis=0), 1.0)
+        # Laplacian (its diagonal the sum of its weights) + ridge + rank-one gauge term on the
+        # real columns, the identity on the others.
+        diagonal = tl.where(real_cols, degree + ridge, 1.0)
+        eye = cols[:, None] == cols[None, :]
+        system = tl.where(eye, diagonal[None, :], 0.0) - gram + real[:, None] * real[None, :]
         reduced = rhs_cols - tl.sum(scaled * rhs_rows[:, None], axis=0)
-        dual_cols = _solve_positive_definite(
-            schur.to(tl.float64), reduced.to(tl.float64), n, BLOCK_N
-        ).to(tl.float32)
-        dual_rows = (rhs_rows - tl.sum(plan * dual_cols[None, :], axis=1)) * inv_row_mass
+        dual_cols = _solve_positive_definite(system, reduced.to(tl.float64), n, BLOCK_N).to(
+            tl.float32
+        )
+        # 0 on rows without mass, whose right-hand side and plan row are 0.
+        dual_rows = (rhs_rows - tl.sum(plan * dual_cols[None, :], axis=1)) / row_mass
         grad_cost = plan * (1.0 + (dual_rows[:, None] + dual_cols[None, :] - cost) * inv_epsilon)
     else:
         grad_cost = plan  # envelope: the plan is held constant
@@ -351,8 +410,15 @@ def _num_warps(tile: int) -> int:
     return min(8, max(1, tile // 256))
 
 
-def _stop_flags(tol: float | None, stop_rule: str) -> tuple[float, bool, bool]:
-    return (0.0 if tol is None else float(tol)), tol is not None, stop_rule == "update"
+def _stop_arguments(tol: float | None, stop_rule: str, epsilon: float) -> dict:
+    """The stop-rule arguments of the forward kernels."""
+    threshold = stop_threshold(tol, stop_rule)
+    return {
+        "threshold": 0.0 if threshold is None else threshold,
+        "cost_mean_over_epsilon": UPDATE_RULE_COST_MEAN / epsilon,
+        "USE_TOL": tol is not None,
+        "UPDATE_RULE": stop_rule == "update",
+    }
 
 
 def sinkhorn_potentials(
@@ -363,7 +429,7 @@ def sinkhorn_potentials(
     max_iter: int,
     tol: float | None,
     stop_rule: str,
-) -> tuple[Tensor, Tensor, Tensor]:
+) -> Potentials:
     """Potentials of a flat batch of problems in one launch, the cost read once.
 
     Small problems are packed several to a program (about 1024 cost entries per program), so
@@ -378,14 +444,15 @@ def sinkhorn_potentials(
         epsilon, max_iter, tol, stop_rule: as in :func:`reidkit.sinkhorn`.
 
     Returns:
-        ``f`` ``(B, M)`` and ``g`` ``(B, N)`` in float32 (``-inf`` on zero-mass entries) and
-        ``n_iter`` ``(B,)`` int64.
+        :class:`reidkit.ot.solvers.Potentials`: ``f`` ``(B, M)`` and ``g`` ``(B, N)`` in float32
+        (``-inf`` on zero-mass entries), ``n_iter`` ``(B,)`` int64 and ``converged`` ``(B,)``
+        bool.
     """
     batch, m, n = cost.shape
     f = torch.empty(batch, m, device=cost.device, dtype=torch.float32)
     g = torch.empty(batch, n, device=cost.device, dtype=torch.float32)
     n_iter = torch.empty(batch, device=cost.device, dtype=torch.int32)
-    tol_value, use_tol, update_rule = _stop_flags(tol, stop_rule)
+    converged = torch.empty(batch, device=cost.device, dtype=torch.int8)
     block_m, block_n = padded_block(m), padded_block(n)
     problems = min(_MAX_PROBLEMS, max(1, _PROGRAM_TILE // (block_m * block_n)))
     _sinkhorn_cost_kernel[(triton.cdiv(batch, problems),)](
@@ -395,6 +462,7 @@ def sinkhorn_potentials(
         f,
         g,
         n_iter,
+        converged,
         batch,
         m,
         n,
@@ -404,15 +472,13 @@ def sinkhorn_potentials(
         1.0 / epsilon,
         epsilon,
         max_iter,
-        tol_value,
-        USE_TOL=use_tol,
-        UPDATE_RULE=update_rule,
+        **_stop_arguments(tol, stop_rule, epsilon),
         PROBLEMS=problems,
         BLOCK_M=block_m,
         BLOCK_N=block_n,
         num_warps=_num_warps(problems * block_m * block_n),
     )
-    return f, g, n_iter.to(torch.int64)
+    return Potentials(f, g, n_iter.to(torch.int64), converged.bool())
 
 
 def _pairwise_blocks(x: Tensor, y: Tensor) -> dict[str, int]:
@@ -433,7 +499,7 @@ def pairwise_potentials(
     max_iter: int,
     tol: float | None,
     stop_rule: str,
-) -> tuple[Tensor, Tensor, Tensor]:
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """MMPL distances and potentials from features, the cost built on chip per pair.
 
     Args:
@@ -445,7 +511,8 @@ def pairwise_potentials(
 
     Returns:
         ``distance`` ``(B, L)``, ``f`` ``(B, L, M)`` and ``g`` ``(B, L, N)`` in float32 (``f`` is
-        ``-inf`` on masked patches); the ``(B, L, M, N)`` cost and plan never leave the chip.
+        ``-inf`` on masked patches) and the convergence flags ``(B, L)``; the
+        ``(B, L, M, N)`` cost and plan never leave the chip.
     """
     x, y = x.contiguous(), y.contiguous()
     batch, m, d = x.shape
@@ -453,8 +520,8 @@ def pairwise_potentials(
     distance = torch.empty(batch, num_classes, device=x.device, dtype=torch.float32)
     f = torch.empty(batch, num_classes, m, device=x.device, dtype=torch.float32)
     g = torch.empty(batch, num_classes, n, device=x.device, dtype=torch.float32)
+    converged = torch.empty(batch, num_classes, device=x.device, dtype=torch.int8)
     mask = x_mask.to(torch.int8).contiguous() if x_mask is not None else x
-    tol_value, use_tol, update_rule = _stop_flags(tol, stop_rule)
     _pairwise_kernel[(batch, num_classes)](
         x,
         y,
@@ -462,6 +529,7 @@ def pairwise_potentials(
         distance,
         f,
         g,
+        converged,
         num_classes,
         m,
         n,
@@ -473,13 +541,11 @@ def pairwise_potentials(
         1.0 / epsilon,
         epsilon,
         max_iter,
-        tol_value,
+        **_stop_arguments(tol, stop_rule, epsilon),
         HAS_MASK=x_mask is not None,
-        USE_TOL=use_tol,
-        UPDATE_RULE=update_rule,
         **_pairwise_blocks(x, y),
     )
-    return distance, f, g
+    return distance, f, g, converged.bool()
 
 
 def pairwise_feature_grads(
@@ -501,8 +567,9 @@ def pairwise_feature_grads(
         g: ``(B, L, N)`` column potentials.
         grad_distance: ``(B, L)`` upstream gradient.
         epsilon: entropic regularisation of the forward.
-        grad: ``"implicit"`` (exact gradient of ``<T*, C>``; one ``N x N`` solve per pair, in
-            float64 on chip) or ``"envelope"`` (``d distance / d C = T*``).
+        grad: ``"implicit"`` (exact gradient of ``<T*, C>``; one regularised ``N x N`` solve per
+            pair, in float64 on chip, as :func:`reidkit.ot.implicit.solve_dual_system`) or
+            ``"envelope"`` (``d distance / d C = T*``).
 
     Returns:
         ``grad_x`` ``(B, M, D)`` and ``grad_y`` ``(L, N, D)`` in float32.
@@ -529,6 +596,7 @@ def pairwise_feature_grads(
         y.stride(0),
         y.stride(1),
         1.0 / epsilon,
+        RIDGE_32=RIDGE[torch.float32],
         IMPLICIT=grad == "implicit",
         **_pairwise_blocks(x, y),
     )
@@ -538,7 +606,8 @@ def pairwise_feature_grads(
 class PairwiseOTDistance(torch.autograd.Function):
     """``(B, L)`` OT distances from features; forward and backward are fused kernels.
 
-    The forward saves only ``x``, ``y`` and the potentials ``f`` ``(B, L, M)``, ``g``
+    The forward returns the distances and the (non-differentiable) convergence flags
+    ``(B, L)``, and saves only ``x``, ``y`` and the potentials ``f`` ``(B, L, M)``, ``g``
     ``(B, L, N)``; the backward recomputes cost and plan on chip from them.
     """
 
@@ -553,15 +622,18 @@ class PairwiseOTDistance(torch.autograd.Function):
         tol: float | None,
         stop_rule: str,
         grad: str,
-    ) -> Tensor:
-        distance, f, g = pairwise_potentials(x, y, x_mask, epsilon, max_iter, tol, stop_rule)
+    ) -> tuple[Tensor, Tensor]:
+        distance, f, g, converged = pairwise_potentials(
+            x, y, x_mask, epsilon, max_iter, tol, stop_rule
+        )
         ctx.save_for_backward(x, y, f, g)
         ctx.epsilon, ctx.grad = epsilon, grad
-        return distance.to(x.dtype)
+        ctx.mark_non_differentiable(converged)
+        return distance.to(x.dtype), converged
 
     @staticmethod
     def backward(  # type: ignore[override]
-        ctx: torch.autograd.function.FunctionCtx, grad_distance: Tensor
+        ctx: torch.autograd.function.FunctionCtx, grad_distance: Tensor, _: Tensor | None
     ) -> tuple[Tensor | None, ...]:
         x, y, f, g = ctx.saved_tensors
         grad_x, grad_y = pairwise_feature_grads(x, y, f, g, grad_distance, ctx.epsilon, ctx.grad)

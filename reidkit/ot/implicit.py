@@ -1,4 +1,4 @@
-"""Exact gradients of the converged Sinkhorn solution by implicit differentiation.
+"""Exact gradients of the Sinkhorn plan by implicit differentiation, converged or not.
 
 At the fixed point the plan ``T = exp((f_i + g_j - C_ij) / eps)`` satisfies ``T 1 = a`` and
 ``T^T 1 = b`` (MMPL eq. 15). Differentiating these constraints gives, for a perturbation
@@ -7,16 +7,32 @@ At the fixed point the plan ``T = exp((f_i + g_j - C_ij) / eps)`` satisfies ``T 
     H [df; dg] = [(T * dC) 1 + eps da; (T * dC)^T 1 + eps db],   H = [[diag(a), T], [T^T, diag(b)]]
 
 so the vector-Jacobian product of any loss ``<W, dT>`` needs one solve with the symmetric
-matrix ``H``. Eliminating the longer side leaves one ``min(M, N) x min(M, N)`` Schur
-complement per problem, whose one-dimensional null space (the constant shift between ``f`` and
-``g``) is removed by a rank-one gauge term. Memory is independent of the number of Sinkhorn
-iterations: only the cost and the potentials are needed.
+matrix ``H``. Memory is independent of the number of Sinkhorn iterations: only the cost and the
+potentials are needed.
+
+The solve uses the plan's own marginals ``T 1`` and ``T^T 1`` for ``a`` and ``b``: the returned
+plan is the exact entropic solution for those marginals, so the gradient is exact for the plan
+returned, converged or not, and ``H`` is then the signed Laplacian of the bipartite graph with
+weights ``T``. Eliminating the longer side leaves, per problem, the graph Laplacian ``L`` of
+the shorter side (weights ``(T^T diag(1 / T 1) T)_jk``), built with its diagonal as the sum of
+its off-diagonal weights so that ``L 1 = 0`` holds exactly whatever the rounding. Its null
+space holds one constant per connected component of the plan's support: the gauge
+``f + c, g - c`` of each component, which leaves the plan and every gradient of the cost
+unchanged. A rank-one term fixes the global gauge (``sum(y) = 0``) and a ridge
+``RIDGE[dtype] * mean(T^T 1)`` (about 1e-6 of the column mass in float32) fixes the others, so
+the system is positive definite and the solve never fails: a plan whose support fell apart
+(entries underflowed to zero at small epsilon or large costs) gets the exact gradient of each
+of its parts. Rows and columns whose mass underflowed to zero get 0.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
+
+# Ridge of the reduced system, relative to the mean column mass, per dtype of the plan: a few
+# units of round-off, far below the eigenvalues of a connected plan.
+RIDGE = {torch.float32: 2.0**-20, torch.float64: 2.0**-49}
 
 
 def plan_from_potentials(cost: Tensor, f: Tensor, g: Tensor, epsilon: float) -> Tensor:
@@ -37,19 +53,21 @@ def plan_from_potentials(cost: Tensor, f: Tensor, g: Tensor, epsilon: float) -> 
 
 def transport_cost(plan: Tensor, cost: Tensor) -> Tensor:
     """``<plan, cost>`` per problem, ``(B,)``, without a ``(B, M, N)`` temporary."""
-    batch = plan.shape[0]
-    return torch.bmm(plan.reshape(batch, 1, -1), cost.reshape(batch, -1, 1)).reshape(batch)
+    batch, m, n = plan.shape
+    return torch.bmm(plan.reshape(batch, 1, m * n), cost.reshape(batch, m * n, 1)).reshape(batch)
 
 
 def solve_dual_system(plan: Tensor, rhs_rows: Tensor, rhs_cols: Tensor) -> tuple[Tensor, Tensor]:
     """Solve ``[[diag(T 1), T], [T^T, diag(T^T 1)]] [x; y] = [rhs_rows; rhs_cols]``.
 
-    The right-hand side must sum to the same total over rows and columns (it does for every
-    gradient of a loss of the plan), which makes the singular system consistent; the solution
-    with ``sum(y) = 0`` over the real columns is returned. Rows or columns with zero mass get 0.
+    The right-hand side must sum to the same total over the rows and the columns of every
+    connected component of the plan's support (it does for every gradient of a loss of the
+    plan), which makes the singular system consistent; the solution of the ridge-regularised
+    reduced system of the module docstring is returned (``sum(y) = 0`` over the real columns
+    of a connected plan). Rows or columns with zero mass get 0.
 
     Args:
-        plan: ``(B, M, N)`` non-negative plan.
+        plan: ``(B, M, N)`` non-negative plan, float32 or float64.
         rhs_rows: ``(B, M)``.
         rhs_cols: ``(B, N)``.
 
@@ -60,19 +78,21 @@ def solve_dual_system(plan: Tensor, rhs_rows: Tensor, rhs_cols: Tensor) -> tuple
         y, x = solve_dual_system(plan.transpose(1, 2), rhs_cols, rhs_rows)
         return x, y
     row_mass = plan.sum(dim=2)
-    col_mass = plan.sum(dim=1)
-    inv_row_mass = torch.where(row_mass > 0, 1.0 / row_mass, 0.0)
-    real_cols = (col_mass > 0).to(plan.dtype)
-    # Schur complement on the (shorter) column side: diag(b) - T^T diag(1 / a) T.
-    schur = torch.diag_embed(col_mass) - torch.bmm(
-        plan.transpose(1, 2) * inv_row_mass[:, None, :], plan
-    )
-    schur = schur + real_cols[:, :, None] * real_cols[:, None, :] + torch.diag_embed(1 - real_cols)
-    reduced = (
-        rhs_cols - torch.bmm(plan.transpose(1, 2), (rhs_rows * inv_row_mass)[:, :, None])[:, :, 0]
-    )
-    y = torch.linalg.solve(schur.double(), reduced.double()).to(plan.dtype)
-    x = (rhs_rows - torch.bmm(plan, y[:, :, None])[:, :, 0]) * inv_row_mass
+    # T_ij / (T 1)_i <= 1: no overflow, even for a row mass that underflowed to a subnormal;
+    # rows without mass (masked or underflowed) drop out of the system.
+    row_mass = torch.where(row_mass > 0, row_mass, 1.0)
+    scaled = plan / row_mass[:, :, None]
+    weights = torch.bmm(scaled.transpose(1, 2), plan).double()  # (B, N, N), >= 0
+    degree = weights.sum(dim=2)  # the column masses of the real rows
+    real_cols = degree > 0
+    real = real_cols.double()
+    ridge = RIDGE[plan.dtype] * degree.sum(dim=1) / real.sum(dim=1).clamp(min=1)
+    # Laplacian + gauge + ridge on the real columns, the identity on the others.
+    diagonal = torch.where(real_cols, degree + ridge[:, None], 1.0)
+    system = torch.diag_embed(diagonal) - weights + real[:, :, None] * real[:, None, :]
+    reduced = rhs_cols - torch.bmm(scaled.transpose(1, 2), rhs_rows[:, :, None])[:, :, 0]
+    y = torch.linalg.solve_ex(system, reduced.double()[:, :, None])[0][:, :, 0].to(plan.dtype)
+    x = (rhs_rows - torch.bmm(plan, y[:, :, None])[:, :, 0]) / row_mass  # 0 on rows without mass
     return x, y
 
 

@@ -13,8 +13,9 @@ import torch
 from torch import Tensor
 
 from reidkit.ot import validation
+from reidkit.ot.diagnostics import report_nonconvergence
 from reidkit.ot.implicit import implicit_vjp, plan_from_potentials
-from reidkit.ot.sinkhorn import Backend, GradMode, StopRule, sinkhorn
+from reidkit.ot.sinkhorn import Backend, GradMode, OnNonconvergence, StopRule, sinkhorn
 
 _CHUNK_ELEMENTS = 1 << 24  # cost entries per chunk of classes (64 MiB in float32)
 
@@ -31,26 +32,35 @@ def pairwise_ot_distance(
     x_mask: Tensor | None = None,
     stop_rule: StopRule = "marginal",
     chunk_size: int | None = None,
+    on_nonconvergence: OnNonconvergence = "warn",
 ) -> Tensor:
     """``d[b, l] = <T*, C>`` for ``C = 1 - x[b] y[l]^T`` with uniform marginals.
 
     Args:
         x: ``(B, M, D)`` L2-normalised patch features (MMPL's selected patches f_m).
         y: ``(L, N, D)`` L2-normalised token features (the N learnable tokens of each class).
-        epsilon, max_iter, tol, stop_rule: as in :func:`reidkit.sinkhorn`.
+            ``x`` and ``y`` of different float dtypes are computed in their promoted dtype.
+        epsilon, max_iter, tol, stop_rule, on_nonconvergence: as in :func:`reidkit.sinkhorn`
+            (``on_nonconvergence`` counts the ``(b, l)`` problems).
         grad: ``"implicit"`` or ``"envelope"`` (constant memory in ``max_iter``), or
             ``"unrolled"`` (autograd through the iterations; testing only).
         backend: ``"torch"``, ``"triton"`` or ``"auto"`` (Triton on CUDA tensors).
-        x_mask: ``(B, M)`` boolean, ``True`` on real patches, for images with fewer patches.
+        x_mask: ``(B, M)`` boolean, ``True`` on real patches (at least one per image), for
+            images with fewer patches.
         chunk_size: classes per chunk on the torch path (default: about 16M cost entries).
 
     Returns:
-        ``(B, L)`` distances, differentiable with respect to ``x`` and ``y``.
+        ``(B, L)`` distances in the promoted dtype of ``x`` and ``y``, differentiable with
+        respect to both.
     """
     _check_features(x, y, x_mask)
-    validation.check_solver_options(epsilon, max_iter, tol, grad, backend, stop_rule)
+    epsilon, max_iter, tol = validation.check_solver_options(
+        epsilon, max_iter, tol, grad, backend, stop_rule, on_nonconvergence
+    )
     if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
         raise ValueError(f"chunk_size must be None or an integer >= 1, got {chunk_size!r}")
+    dtype = torch.promote_types(x.dtype, y.dtype)
+    x, y = x.to(dtype), y.to(dtype)
     from reidkit.kernels import triton_available, triton_supports_pairwise
 
     supported = grad != "unrolled" and triton_available() and triton_supports_pairwise(x, y)
@@ -66,18 +76,24 @@ def pairwise_ot_distance(
         per_class = x.shape[0] * x.shape[1] * y.shape[1]
         chunk_size = max(1, _CHUNK_ELEMENTS // per_class)
     if grad == "unrolled":
-        return torch.cat(
-            [
-                _solve_chunk(x, y[start : start + chunk_size], x_mask, options, "unrolled")[0]
-                for start in range(0, y.shape[0], chunk_size)
-            ],
-            dim=1,
-        )
-    if use_triton:
+        chunks = [
+            _solve_chunk(x, y[start : start + chunk_size], x_mask, options, "unrolled")
+            for start in range(0, y.shape[0], chunk_size)
+        ]
+        distance = torch.cat([chunk[0] for chunk in chunks], dim=1)
+        converged = torch.cat([chunk[3] for chunk in chunks], dim=1)
+    elif use_triton:
         from reidkit.kernels.sinkhorn_kernels import PairwiseOTDistance
 
-        return PairwiseOTDistance.apply(x, y, x_mask, epsilon, max_iter, tol, stop_rule, grad)
-    return _PairwiseOT.apply(x, y, x_mask, options, chunk_size)
+        distance, converged = PairwiseOTDistance.apply(
+            x, y, x_mask, epsilon, max_iter, tol, stop_rule, grad
+        )
+    else:
+        distance, converged = _PairwiseOT.apply(x, y, x_mask, options, chunk_size)
+    report_nonconvergence(
+        converged, on_nonconvergence, "pairwise_ot_distance", max_iter, tol, stop_rule
+    )
+    return distance
 
 
 class _Options:
@@ -99,17 +115,35 @@ def _check_features(x: Tensor, y: Tensor, x_mask: Tensor | None) -> None:
         )
     if 0 in x.shape or 0 in y.shape:
         raise ValueError(f"x and y must be non-empty, got {tuple(x.shape)} and {tuple(y.shape)}")
+    if x.device != y.device:
+        raise ValueError(f"x and y must be on one device, got {x.device} and {y.device}")
     validation.check_finite("x", x.detach())
     validation.check_finite("y", y.detach())
-    if x_mask is not None and (
-        not isinstance(x_mask, Tensor) or x_mask.dtype != torch.bool or x_mask.shape != x.shape[:2]
-    ):
-        raise ValueError(f"x_mask must be a boolean tensor of shape {tuple(x.shape[:2])}")
+    if x_mask is None:
+        return
+    if not isinstance(x_mask, Tensor) or x_mask.dtype != torch.bool:
+        raise ValueError(
+            f"x_mask must be a boolean tensor of shape {tuple(x.shape[:2])} (True on real "
+            f"patches), got {_describe(x_mask)}"
+        )
+    if x_mask.shape != x.shape[:2]:
+        raise ValueError(
+            f"x_mask must have the shape (B, M) = {tuple(x.shape[:2])} of x, got "
+            f"{tuple(x_mask.shape)}"
+        )
+    if x_mask.device != x.device:
+        raise ValueError(f"x_mask must be on the device of x ({x.device}), got {x_mask.device}")
+    empty = (~x_mask.any(dim=1)).nonzero()
+    if empty.numel() > 0:
+        raise ValueError(
+            f"x_mask must keep at least one real patch per image, got none for image "
+            f"{int(empty[0, 0])}"
+        )
 
 
 def _describe(value: object) -> str:
     if isinstance(value, Tensor):
-        return f"shape {tuple(value.shape)} and dtype {value.dtype}"
+        return f"dtype {value.dtype} and shape {tuple(value.shape)}"
     return type(value).__name__
 
 
@@ -120,8 +154,9 @@ def _chunk_cost(x: Tensor, y: Tensor) -> Tensor:
 
 def _solve_chunk(
     x: Tensor, y: Tensor, x_mask: Tensor | None, options: _Options, grad: str
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Distances ``(B, Lc)`` and potentials ``(B, Lc, M)``, ``(B, Lc, N)`` of one chunk."""
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Distances ``(B, Lc)``, potentials ``(B, Lc, M)``, ``(B, Lc, N)`` and convergence flags
+    ``(B, Lc)`` of one chunk."""
     row_mask = None if x_mask is None else x_mask[:, None, :]
     result = sinkhorn(
         _chunk_cost(x, y),
@@ -132,8 +167,9 @@ def _solve_chunk(
         backend="torch",
         mask=(row_mask, None),
         stop_rule=options.stop_rule,
+        on_nonconvergence="ignore",  # reported once for all chunks
     )
-    return result.distance, result.f, result.g
+    return result.distance, result.f, result.g, result.converged
 
 
 class _PairwiseOT(torch.autograd.Function):
@@ -147,22 +183,21 @@ class _PairwiseOT(torch.autograd.Function):
         x_mask: Tensor | None,
         options: _Options,
         chunk_size: int,
-    ) -> Tensor:
-        distances, fs, gs = [], [], []
+    ) -> tuple[Tensor, Tensor]:
         with torch.no_grad():
-            for start in range(0, y.shape[0], chunk_size):
-                chunk = _solve_chunk(x, y[start : start + chunk_size], x_mask, options, "envelope")
-                distances.append(chunk[0])
-                fs.append(chunk[1])
-                gs.append(chunk[2])
-        distance, f, g = (torch.cat(parts, dim=1) for parts in (distances, fs, gs))
+            chunks = [
+                _solve_chunk(x, y[start : start + chunk_size], x_mask, options, "envelope")
+                for start in range(0, y.shape[0], chunk_size)
+            ]
+        distance, f, g, converged = (torch.cat(parts, dim=1) for parts in zip(*chunks))
         ctx.save_for_backward(x, y, f, g)
         ctx.x_mask, ctx.options, ctx.chunk_size = x_mask, options, chunk_size
-        return distance.to(x.dtype)
+        ctx.mark_non_differentiable(converged)
+        return distance.to(x.dtype), converged
 
     @staticmethod
     def backward(  # type: ignore[override]
-        ctx: torch.autograd.function.FunctionCtx, grad_distance: Tensor
+        ctx: torch.autograd.function.FunctionCtx, grad_distance: Tensor, _: Tensor | None
     ) -> tuple[Tensor | None, ...]:
         x, y, f, g = ctx.saved_tensors
         options, chunk = ctx.options, ctx.chunk_size

@@ -16,11 +16,13 @@ import torch
 from torch import Tensor, nn
 
 from reidkit.ot import solvers, validation
+from reidkit.ot.diagnostics import report_nonconvergence
 from reidkit.ot.implicit import ImplicitSinkhorn, plan_from_potentials, transport_cost
 
 GradMode = Literal["implicit", "envelope", "unrolled"]
 Backend = Literal["auto", "torch", "triton"]
 StopRule = Literal["marginal", "update"]
+OnNonconvergence = Literal["ignore", "warn", "raise"]
 Mask = tuple[Tensor | None, Tensor | None]
 
 
@@ -37,6 +39,9 @@ class SinkhornResult:
             ``plan = exp((f[..., :, None] + g[..., None, :] - cost) / epsilon)``.
         n_iter: ``(...)`` int64, the iterations each problem ran.
         marginal_error: ``(...)`` ``|T 1 - a|_1 + |T^T 1 - b|_1`` of the returned plan.
+        converged: ``(...)`` bool, ``True`` where the stop rule was met within ``max_iter``
+            (everywhere with ``tol=None``). A problem that is not converged returns its last
+            iterate; see ``on_nonconvergence`` of :func:`sinkhorn`.
     """
 
     plan: Tensor
@@ -45,6 +50,7 @@ class SinkhornResult:
     g: Tensor
     n_iter: Tensor
     marginal_error: Tensor
+    converged: Tensor
 
 
 def sinkhorn(
@@ -60,6 +66,7 @@ def sinkhorn(
     mask: Mask | None = None,
     stop_rule: StopRule = "marginal",
     check_every: int = 10,
+    on_nonconvergence: OnNonconvergence = "warn",
 ) -> SinkhornResult:
     """Solve a batch of entropic optimal-transport problems (MMPL eq. 14-17).
 
@@ -69,38 +76,54 @@ def sinkhorn(
         a: ``(..., M)`` row marginals (broadcastable); uniform over the real rows if ``None``.
         b: ``(..., N)`` column marginals (broadcastable); uniform over the real columns if
             ``None``.
-        epsilon: entropic regularisation, MMPL's lambda and POT's ``reg`` (> 0).
+        epsilon: entropic regularisation, MMPL's lambda and POT's ``reg`` (> 0; a Python or
+            NumPy scalar or a 0-d tensor, taken as a constant). ``|cost| / epsilon`` must be
+            representable in the working dtype (below about 5e36 in float32).
         max_iter: iteration cap (>= 1). One iteration updates the rows, then the columns.
         tol: stopping threshold per problem; ``None`` runs exactly ``max_iter`` iterations (as
             AAformer's 3 iterations). With ``stop_rule="marginal"`` it bounds the L1 error of
             the row marginals (columns are exact after each iteration).
-        grad: ``"implicit"`` (exact gradient of ``distance`` and ``plan`` at the converged
-            solution, memory independent of ``max_iter``), ``"envelope"`` (the plan is a
-            constant: ``d distance / d cost = plan``, the gradient of the regularised value
-            rather than of ``<T*, C>``), or ``"unrolled"`` (autograd through the iterations in
-            the log domain; memory grows with ``max_iter``).
+        grad: ``"implicit"`` (exact gradient of ``distance`` and ``plan`` for the returned
+            plan, from a regularised solve that never fails, see :mod:`reidkit.ot.implicit`;
+            memory independent of ``max_iter``), ``"envelope"`` (the plan is a constant:
+            ``d distance / d cost = plan``, the gradient of the regularised value rather than
+            of ``<T*, C>``), or ``"unrolled"`` (autograd through the iterations in the log
+            domain; memory grows with ``max_iter``).
         backend: ``"torch"``, ``"triton"`` (the fused kernel of :mod:`reidkit.kernels`; raises
             if Triton is missing or the shape is unsupported) or ``"auto"`` (Triton for CUDA
             tensors of a supported shape when Triton imports, torch otherwise).
         mask: ``(row_mask, col_mask)``, boolean ``(..., M)`` and ``(..., N)`` tensors (either may
             be ``None``) with ``True`` on real entries, so that problems of different sizes share
             one padded batch. Masked entries of ``cost`` are ignored (they may be non-finite).
-        stop_rule: ``"marginal"`` (default) or ``"update"``: stop when the mean absolute change
-            of the row scaling ``u = exp(f / epsilon)`` falls below ``tol``, the MMPL rule
-            (sec. 4.2, ``tol=0.05``). The update rule is looser: it can stop with marginal
-            errors of several percent.
+        stop_rule: ``"marginal"`` (default) or ``"update"``, the MMPL rule (sec. 4.2,
+            ``tol=0.05``): stop when the mean absolute change of the row scaling
+            ``u = exp(f / epsilon)`` in one iteration falls below ``tol``, measured on the cost
+            shifted to mean 1 (as a cosine cost ``1 - cos``), so that adding a constant to the
+            cost changes nothing (:mod:`reidkit.ot.solvers`). The iteration that meets it is
+            applied. It is looser than the marginal rule: it can stop with marginal errors of
+            several percent.
         check_every: iterations between host synchronisations that end the loop once every
             problem has converged; results do not depend on it.
+        on_nonconvergence: what to do when some problem stops at ``max_iter`` with its stop
+            rule unmet: ``"warn"`` (default; one :class:`RuntimeWarning` per call site, under
+            Python's default warning filters), ``"raise"`` (:class:`RuntimeError`) or
+            ``"ignore"``. The flags are in ``converged`` either way.
 
     Returns:
-        A :class:`SinkhornResult`.
+        A :class:`SinkhornResult`. A batch of zero problems, ``cost`` ``(0, M, N)``, gives
+        empty results.
 
     Raises:
-        ValueError: on non-finite costs, ``epsilon <= 0``, negative or non-normalised
-            marginals, mismatched shapes, ``max_iter < 1``, or an unknown mode or backend.
+        ValueError: on non-finite costs, ``|cost| / epsilon`` beyond the working dtype,
+            ``epsilon <= 0``, negative marginals or marginals whose sums are off 1 by more than
+            ``1e-3`` (closer ones are renormalised), mismatched shapes, ``max_iter < 1``, or an
+            unknown mode or backend.
+        RuntimeError: with ``on_nonconvergence="raise"``, if some problem did not converge.
     """
     validation.check_cost(cost)
-    validation.check_solver_options(epsilon, max_iter, tol, grad, backend, stop_rule)
+    epsilon, max_iter, tol = validation.check_solver_options(
+        epsilon, max_iter, tol, grad, backend, stop_rule, on_nonconvergence
+    )
     if isinstance(check_every, bool) or not isinstance(check_every, int) or check_every < 1:
         raise ValueError(f"check_every must be an integer >= 1, got {check_every!r}")
     *batch, m, n = cost.shape
@@ -112,11 +135,9 @@ def sinkhorn(
         "mask[1] (column mask)", col_mask, torch.Size([*batch, n]), cost.device
     )
     entry_valid = _entry_mask(row_valid, col_valid)
-    validation.check_finite(
-        "cost", cost.detach(), None if entry_valid is None else entry_valid.expand_as(cost)
-    )
-
     work_dtype = torch.float64 if cost.dtype == torch.float64 else torch.float32
+    validation.check_cost_values(cost.detach(), entry_valid, epsilon, work_dtype)
+
     work_cost = cost.to(work_dtype)
     a = validation.marginal("a", a, torch.Size([*batch, m]), row_valid, work_cost)
     b = validation.marginal("b", b, torch.Size([*batch, n]), col_valid, work_cost)
@@ -130,19 +151,22 @@ def sinkhorn(
         flat_cost = torch.where(flat_valid, flat_cost, fill[:, None, None])
 
     use_triton = _use_triton(backend, flat_cost, grad)
-    if grad == "unrolled":
-        f, g, n_iter = solvers.log_domain_potentials(
-            flat_cost, flat_a, flat_b, epsilon, max_iter, tol, stop_rule, check_every
+    options = (epsilon, max_iter, tol, stop_rule)
+    if flat_cost.shape[0] == 0:
+        f, g = torch.zeros_like(flat_a), torch.zeros_like(flat_b)
+        n_iter = torch.zeros(0, dtype=torch.int64, device=cost.device)
+        converged = torch.ones(0, dtype=torch.bool, device=cost.device)
+    elif grad == "unrolled":
+        f, g, n_iter, converged = solvers.log_domain_potentials(
+            flat_cost, flat_a, flat_b, *options, check_every
         )
-        plan = plan_from_potentials(flat_cost, f, g, epsilon)
-        distance = transport_cost(plan, flat_cost)
     else:
         with torch.no_grad():
             if use_triton:
                 from reidkit.kernels.sinkhorn_kernels import sinkhorn_potentials
 
-                f, g, n_iter = sinkhorn_potentials(
-                    flat_cost, flat_a, flat_b, epsilon, max_iter, tol, stop_rule
+                f, g, n_iter, converged = sinkhorn_potentials(
+                    flat_cost.detach(), flat_a, flat_b, *options
                 )
             else:
                 solve = (
@@ -150,26 +174,22 @@ def sinkhorn(
                     if solvers.choose_domain(flat_cost, epsilon) == "scaling"
                     else solvers.log_domain_potentials
                 )
-                f, g, n_iter = solve(
-                    flat_cost.detach(),
-                    flat_a,
-                    flat_b,
-                    epsilon,
-                    max_iter,
-                    tol,
-                    stop_rule,
-                    check_every,
+                f, g, n_iter, converged = solve(
+                    flat_cost.detach(), flat_a, flat_b, *options, check_every
                 )
-        if grad == "implicit":
-            plan, distance = ImplicitSinkhorn.apply(flat_cost, flat_a, flat_b, f, g, epsilon)
-        else:
-            plan = plan_from_potentials(flat_cost.detach(), f, g, epsilon)
-            distance = transport_cost(plan, flat_cost)
+    if grad == "implicit":
+        plan, distance = ImplicitSinkhorn.apply(flat_cost, flat_a, flat_b, f, g, epsilon)
+    else:  # the unrolled plan carries the graph of the iterations; the envelope one does not
+        plan_cost = flat_cost if grad == "unrolled" else flat_cost.detach()
+        plan = plan_from_potentials(plan_cost, f, g, epsilon)
+        distance = transport_cost(plan, flat_cost)
 
     with torch.no_grad():
         error = (plan.sum(dim=2) - flat_a).abs().sum(dim=1) + (plan.sum(dim=1) - flat_b).abs().sum(
             dim=1
         )
+    converged = converged.reshape(batch)
+    report_nonconvergence(converged, on_nonconvergence, "sinkhorn", max_iter, tol, stop_rule)
     out_dtype = cost.dtype
     return SinkhornResult(
         plan=plan.reshape(*batch, m, n).to(out_dtype),
@@ -178,6 +198,7 @@ def sinkhorn(
         g=_finite_potential(g).reshape(*batch, n),
         n_iter=n_iter.reshape(batch),
         marginal_error=error.reshape(batch),
+        converged=converged,
     )
 
 
@@ -228,7 +249,8 @@ def _use_triton(backend: str, cost: Tensor, grad: str) -> bool:
 class SinkhornOT(nn.Module):
     """Entropic optimal transport as a module: ``SinkhornOT(epsilon=0.1)(cost)``.
 
-    Holds the solver options of :func:`sinkhorn`; ``forward(cost, a=None, b=None, mask=None)``
+    Holds the solver options of :func:`sinkhorn` (a non-converged problem is reported by one
+    warning per call site of the module); ``forward(cost, a=None, b=None, mask=None)``
     takes ``cost`` ``(..., M, N)``, marginals ``(..., M)``/``(..., N)`` and an optional
     ``(row_mask, col_mask)`` pair, and returns a :class:`SinkhornResult`.
 
@@ -247,15 +269,16 @@ class SinkhornOT(nn.Module):
         grad: GradMode = "implicit",
         backend: Backend = "auto",
         stop_rule: StopRule = "marginal",
+        on_nonconvergence: OnNonconvergence = "warn",
     ) -> None:
         super().__init__()
-        validation.check_solver_options(epsilon, max_iter, tol, grad, backend, stop_rule)
-        self.epsilon = epsilon
-        self.max_iter = max_iter
-        self.tol = tol
+        self.epsilon, self.max_iter, self.tol = validation.check_solver_options(
+            epsilon, max_iter, tol, grad, backend, stop_rule, on_nonconvergence
+        )
         self.grad = grad
         self.backend = backend
         self.stop_rule = stop_rule
+        self.on_nonconvergence = on_nonconvergence
 
     def forward(
         self,
@@ -275,10 +298,12 @@ class SinkhornOT(nn.Module):
             backend=self.backend,
             mask=mask,
             stop_rule=self.stop_rule,
+            on_nonconvergence=self.on_nonconvergence,
         )
 
     def extra_repr(self) -> str:
         return (
             f"epsilon={self.epsilon}, max_iter={self.max_iter}, tol={self.tol}, "
-            f"grad={self.grad!r}, backend={self.backend!r}, stop_rule={self.stop_rule!r}"
+            f"grad={self.grad!r}, backend={self.backend!r}, stop_rule={self.stop_rule!r}, "
+            f"on_nonconvergence={self.on_nonconvergence!r}"
         )

@@ -7,6 +7,7 @@ input fails loudly instead of producing NaNs deep inside an iteration.
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 from torch import Tensor
@@ -14,7 +15,11 @@ from torch import Tensor
 GRAD_MODES = ("implicit", "envelope", "unrolled")
 BACKENDS = ("auto", "torch", "triton")
 STOP_RULES = ("marginal", "update")
+NONCONVERGENCE_ACTIONS = ("ignore", "warn", "raise")
 _MARGINAL_SUM_TOL = 1e-3
+# cost / epsilon must stay this far below the largest float of the working dtype: the
+# iterations add potentials of the same size to it.
+_EXPONENT_HEADROOM = 64.0
 
 
 def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
@@ -23,19 +28,58 @@ def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
         raise ValueError(f"{name} must be one of {choices}, got {value!r}")
 
 
+def real_number(value: object) -> float | None:
+    """``value`` as a Python float if it is a real number, else ``None``.
+
+    Accepts Python and NumPy scalars and 0-d real tensors (whose value is taken as a constant);
+    ``bool`` is not a number here.
+    """
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, Tensor):
+        if value.dim() != 0 or value.is_complex() or value.dtype == torch.bool:
+            return None
+        return float(value.item())
+    if isinstance(value, numbers.Real):
+        return float(value)
+    return None
+
+
+def _integer(value: object) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        return None
+    return int(value)
+
+
 def check_solver_options(
-    epsilon: float, max_iter: int, tol: float | None, grad: str, backend: str, stop_rule: str
-) -> None:
-    """Validate the scalar options of :func:`reidkit.sinkhorn`."""
-    if not isinstance(epsilon, (int, float)) or not math.isfinite(epsilon) or epsilon <= 0:
+    epsilon: float,
+    max_iter: int,
+    tol: float | None,
+    grad: str,
+    backend: str,
+    stop_rule: str,
+    on_nonconvergence: str = "warn",
+) -> tuple[float, int, float | None]:
+    """Validate the scalar options of :func:`reidkit.sinkhorn`.
+
+    Returns:
+        ``(epsilon, max_iter, tol)`` as Python ``float``, ``int`` and ``float`` or ``None``
+        (NumPy scalars and 0-d tensors are accepted and converted).
+    """
+    epsilon_value = real_number(epsilon)
+    if epsilon_value is None or not math.isfinite(epsilon_value) or epsilon_value <= 0:
         raise ValueError(f"epsilon must be a finite number > 0, got {epsilon!r}")
-    if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
+    max_iter_value = _integer(max_iter)
+    if max_iter_value is None or max_iter_value < 1:
         raise ValueError(f"max_iter must be an integer >= 1, got {max_iter!r}")
-    if tol is not None and (not isinstance(tol, (int, float)) or not tol >= 0):
+    tol_value = None if tol is None else real_number(tol)
+    if tol is not None and (tol_value is None or not tol_value >= 0):
         raise ValueError(f"tol must be None (fixed iterations) or a number >= 0, got {tol!r}")
     check_choice("grad", grad, GRAD_MODES)
     check_choice("backend", backend, BACKENDS)
     check_choice("stop_rule", stop_rule, STOP_RULES)
+    check_choice("on_nonconvergence", on_nonconvergence, NONCONVERGENCE_ACTIONS)
+    return epsilon_value, max_iter_value, tol_value
 
 
 def check_cost(cost: Tensor) -> None:
@@ -50,18 +94,41 @@ def check_cost(cost: Tensor) -> None:
         raise ValueError(f"cost must have M >= 1 and N >= 1, got shape {tuple(cost.shape)}")
 
 
-def check_finite(name: str, values: Tensor, valid: Tensor | None = None) -> None:
-    """Raise if ``values`` (restricted to ``valid`` entries) holds NaN or infinity."""
-    if valid is None:
-        # One reduction pass and no boolean temporary: NaN and +-inf reach the min or the max.
-        if values.numel() == 0:
-            return
-        low, high = torch.aminmax(values)
-        finite = torch.isfinite(low) & torch.isfinite(high)
-    else:
-        finite = (torch.isfinite(values) | ~valid).all()
-    if not bool(finite):
-        raise ValueError(f"{name} must be finite on every unmasked entry; found NaN or inf")
+def check_finite(name: str, values: Tensor) -> None:
+    """Raise if ``values`` holds NaN or infinity."""
+    if values.numel() == 0:
+        return
+    # One reduction pass and no boolean temporary: NaN and +-inf reach the min or the max.
+    low, high = torch.aminmax(values)
+    if not bool(torch.isfinite(low) & torch.isfinite(high)):
+        raise ValueError(f"{name} must be finite; found NaN or inf")
+
+
+def check_cost_values(
+    cost: Tensor, valid: Tensor | None, epsilon: float, work_dtype: torch.dtype
+) -> None:
+    """The unmasked entries of ``cost`` must be finite, and ``cost / epsilon`` representable.
+
+    Args:
+        cost: ``(..., M, N)`` costs.
+        valid: boolean mask of the real entries (broadcastable to ``cost``), or ``None``.
+        epsilon: entropic regularisation.
+        work_dtype: the dtype the solver computes in (float32 or float64).
+    """
+    if cost.numel() == 0:
+        return
+    # One reduction pass: NaN and +-inf of a real entry reach the min or the max.
+    low, high = torch.aminmax(cost if valid is None else torch.where(valid, cost, 0.0))
+    if not bool(torch.isfinite(low) & torch.isfinite(high)):
+        raise ValueError("cost must be finite on every unmasked entry; found NaN or inf")
+    largest = max(abs(float(low)), abs(float(high)))
+    limit = torch.finfo(work_dtype).max / _EXPONENT_HEADROOM
+    if largest / epsilon > limit:
+        raise ValueError(
+            f"cost / epsilon must stay below {limit:.3g} in magnitude for {work_dtype}, got "
+            f"|cost| up to {largest:.3g} with epsilon={epsilon:.3g}: rescale the cost or raise "
+            "epsilon"
+        )
 
 
 def broadcast_mask(
@@ -71,7 +138,8 @@ def broadcast_mask(
     if mask is None:
         return None
     if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
-        raise ValueError(f"{name} must be a boolean tensor (True marks real entries)")
+        found = f"dtype {mask.dtype}" if isinstance(mask, Tensor) else type(mask).__name__
+        raise ValueError(f"{name} must be a boolean tensor (True marks real entries), got {found}")
     try:
         mask = mask.to(device).expand(shape)
     except RuntimeError as error:
@@ -96,7 +164,8 @@ def marginal(
         like: tensor whose dtype and device the result takes.
 
     Returns:
-        ``(..., K)`` non-negative weights summing to one over the real entries.
+        ``(..., K)`` non-negative weights summing to one over the real entries: a user marginal
+        whose sum is within ``1e-3`` of one (e.g. rounded to float16) is divided by its sum.
     """
     if weights is None:
         if valid is None:
@@ -120,4 +189,4 @@ def marginal(
     if bool(((total - 1).abs() > _MARGINAL_SUM_TOL).any()):
         worst = float((total - 1).abs().max())
         raise ValueError(f"{name} must sum to 1 over its last dimension (off by up to {worst:.3g})")
-    return weights
+    return weights / total[..., None]

@@ -84,5 +84,6 @@ def test_auto_backend_keeps_cpu_tensors_on_the_torch_path(monkeypatch: pytest.Mo
     monkeypatch.setattr(sinkhorn_kernels, "pairwise_potentials", fail)
     result = sinkhorn(torch.rand(2, 4, 3), epsilon=0.1)
     assert torch.isfinite(result.distance).all()
-    distance = pairwise_ot_distance(unit_features(0, 2, 4, 8), unit_features(1, 3, 2, 8))
+    x, y = unit_features(0, 2, 4, 8), unit_features(1, 3, 2, 8)
+    distance = pairwise_ot_distance(x, y, on_nonconvergence="ignore")
     assert torch.isfinite(distance).all()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from hypothesis import given
 
 from reidkit import sinkhorn
@@ -117,3 +119,82 @@ def test_implicit_backward_memory_does_not_depend_on_max_iter() -> None:
             sinkhorn(cost, epsilon=0.3, max_iter=max_iter, tol=None).distance.sum()
         saved_sizes.append(sum(saved))
     assert saved_sizes[0] == saved_sizes[1]
+
+
+def _pseudo_inverse_gradient(
+    plan: torch.Tensor, epsilon: float, upstream: torch.Tensor
+) -> torch.Tensor:
+    """``d <upstream, T> / d C`` from the full dual system of the plan, by pseudo-inverse.
+
+    An independent float64 reference for :mod:`reidkit.ot.implicit`: ``H [x; y] = [(W T) 1;
+    (W T)^T 1]`` with ``H = [[diag(T 1), T], [T^T, diag(T^T 1)]]`` solved by least squares (the
+    minimum-norm solution where the plan's support falls apart), then
+    ``T * (x_i + y_j - W_ij) / epsilon``.
+    """
+    gradients = []
+    for t, w in zip(plan.double().numpy(), upstream.double().numpy()):
+        m = t.shape[0]
+        system = np.block([[np.diag(t.sum(1)), t], [t.T, np.diag(t.sum(0))]])
+        weighted = w * t
+        rhs = np.concatenate([weighted.sum(1), weighted.sum(0)])
+        solution = np.linalg.lstsq(system, rhs, rcond=1e-12)[0]
+        x, y = solution[:m], solution[m:]
+        gradients.append(t * (x[:, None] + y[None, :] - w) / epsilon)
+    return torch.from_numpy(np.stack(gradients))
+
+
+def _cosine_costs(seed: int, batch: int = 6, m: int = 10, n: int = 4) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    x = F.normalize(torch.randn(batch, m, 16, generator=generator), dim=-1)
+    y = F.normalize(torch.randn(batch, n, 16, generator=generator), dim=-1)
+    return 1 - x @ y.transpose(1, 2)
+
+
+# Far from the fixed point after the default 50 iterations, with plans whose support fell apart
+# in float32: the implicit system is singular there.
+AWAY_FROM_THE_FIXED_POINT = {
+    "cosine costs at epsilon 1e-3": (_cosine_costs(11), 1e-3),
+    "cosine costs x100": (100 * _cosine_costs(12), 0.1),
+    "raw logits x30": (
+        30 * torch.randn(6, 10, 4, generator=torch.Generator().manual_seed(13)),
+        0.1,
+    ),
+}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("case", AWAY_FROM_THE_FIXED_POINT)
+def test_implicit_gradient_away_from_the_fixed_point_is_that_of_the_returned_plan(
+    case: str, dtype: torch.dtype
+) -> None:
+    cost, epsilon = AWAY_FROM_THE_FIXED_POINT[case]
+    leaf = cost.to(dtype, copy=True).requires_grad_()
+    result = sinkhorn(leaf, epsilon=epsilon, on_nonconvergence="ignore")
+    assert not result.converged.all()
+    upstream = torch.randn(cost.shape, generator=torch.Generator().manual_seed(14), dtype=dtype)
+    (grad,) = torch.autograd.grad((result.plan * upstream).sum() + result.distance.sum(), leaf)
+    assert torch.isfinite(grad).all()
+    # The exact gradient for the plan returned (its own marginals), connected or not:
+    # d distance / d plan = cost, plus the explicit cost term of the distance.
+    plan = result.plan.detach()
+    expected = _pseudo_inverse_gradient(plan, epsilon, upstream + leaf.detach())
+    expected += plan.double()
+    scale = expected.abs().amax(dim=(1, 2), keepdim=True)
+    # float32 rounding of the exponents, amplified by 1 / epsilon in the gradient.
+    rounding = torch.finfo(dtype).eps * float(cost.abs().max()) / epsilon
+    assert torch.allclose(grad.double() / scale, expected / scale, atol=1e-7 + 32 * rounding)
+
+
+def test_a_plan_whose_support_fell_apart_gets_the_gradient_of_each_part() -> None:
+    """Two blocks of rows and columns 50 / epsilon apart: the float32 plan is block diagonal."""
+    blocks = _problem(15, batch=2, m=4, n=3).float()
+    cost = torch.full((1, 8, 6), 50.0)
+    cost[0, :4, :3], cost[0, 4:, 3:] = blocks[0], blocks[1]
+    leaf = cost.requires_grad_()
+    (grad,) = torch.autograd.grad(sinkhorn(leaf, epsilon=0.1, **TIGHT).distance.sum(), leaf)
+    parts = blocks.clone().requires_grad_()
+    (expected,) = torch.autograd.grad(sinkhorn(parts, epsilon=0.1, **TIGHT).distance.sum(), parts)
+    # Each block carries half of the mass: d distance / d C is half that of the block alone.
+    assert torch.allclose(grad[0, :4, :3], expected[0] / 2, atol=1e-6)
+    assert torch.allclose(grad[0, 4:, 3:], expected[1] / 2, atol=1e-6)
+    assert (grad[0, :4, 3:] == 0).all() and (grad[0, 4:, :3] == 0).all()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -87,3 +89,63 @@ def test_bad_input_raises_a_value_error_naming_the_argument(kwargs: dict, messag
     arguments = {"x": x, "y": y, **kwargs}
     with pytest.raises(ValueError, match=message):
         pairwise_ot_distance(arguments.pop("x"), arguments.pop("y"), **arguments)
+
+
+@pytest.mark.parametrize(
+    ("x_mask", "message"),
+    [
+        (
+            torch.ones(2, 3),
+            "x_mask must be a boolean tensor of shape (2, 3) (True on real patches), got dtype "
+            "torch.float32 and shape (2, 3)",
+        ),
+        (
+            torch.ones(2, 4, dtype=torch.bool),
+            "x_mask must have the shape (B, M) = (2, 3) of x, got (2, 4)",
+        ),
+        (
+            torch.tensor([[True, False, True], [False, False, False]]),
+            "x_mask must keep at least one real patch per image, got none for image 1",
+        ),
+    ],
+)
+def test_bad_x_mask_is_named_with_what_was_expected(x_mask: torch.Tensor, message: str) -> None:
+    x, y = _features(6, b=2, m=3)
+    with pytest.raises(ValueError) as error:
+        pairwise_ot_distance(x, y, x_mask=x_mask)
+    assert str(error.value) == message
+
+
+def test_features_of_different_dtypes_are_computed_in_the_promoted_dtype() -> None:
+    x, y = _features(7)
+    x32 = x.float().requires_grad_()
+    y64 = y.clone().requires_grad_()
+    mixed = pairwise_ot_distance(x32, y64, epsilon=0.1, **TIGHT)
+    expected = pairwise_ot_distance(x.float().double(), y, epsilon=0.1, **TIGHT)
+    assert mixed.dtype == torch.float64 and torch.allclose(mixed, expected, atol=1e-12)
+    mixed.sum().backward()
+    assert x32.grad.dtype == torch.float32 and y64.grad.dtype == torch.float64
+
+
+def test_epsilon_may_be_a_numpy_scalar() -> None:
+    x, y = _features(8)
+    epsilon = np.float32(0.1)
+    expected = pairwise_ot_distance(x, y, epsilon=float(epsilon))
+    assert torch.equal(pairwise_ot_distance(x, y, epsilon=epsilon), expected)
+
+
+@pytest.mark.parametrize("grad", ["implicit", "unrolled"])
+def test_nonconvergence_is_reported_once_per_call_site(grad: str) -> None:
+    x, y = _features(9)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        for _ in range(2):
+            pairwise_ot_distance(x, y, epsilon=0.01, max_iter=2, grad=grad)
+    assert [str(w.message) for w in caught] == [
+        "pairwise_ot_distance: some problems stopped at max_iter=2 before meeting "
+        "stop_rule='marginal' with tol=0.001, so their results are not converged; raise "
+        "max_iter or epsilon, or loosen tol, or pass on_nonconvergence='ignore'"
+    ]
+    assert caught[0].filename == __file__
+    with pytest.raises(RuntimeError, match="pairwise_ot_distance: 12 of 12 problems"):
+        pairwise_ot_distance(x, y, epsilon=0.01, max_iter=2, on_nonconvergence="raise")

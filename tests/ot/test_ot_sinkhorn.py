@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
 
 from reidkit import SinkhornOT, sinkhorn
 from reidkit.ot import solvers
-from tests.ot.strategies import TIGHT, full_marginals, ot_problems, pot_plans
+from tests.ot.strategies import TIGHT, full_marginals, ot_problems, paper_update_rule, pot_plans
 
 
 @given(ot_problems())
@@ -126,9 +129,9 @@ def test_small_epsilon_stays_finite_and_reports_its_error(
     epsilon: float, dtype: torch.dtype
 ) -> None:
     cost = 2 * torch.rand(8, 12, 5, generator=torch.Generator().manual_seed(0), dtype=dtype)
-    result = sinkhorn(cost, epsilon=epsilon, max_iter=2000, tol=1e-3)
+    result = sinkhorn(cost, epsilon=epsilon, max_iter=2000, tol=1e-3, on_nonconvergence="ignore")
     assert torch.isfinite(result.plan).all() and torch.isfinite(result.distance).all()
-    converged = result.n_iter < 2000
+    converged = result.converged
     assert converged.any()
     # float32 potentials of size ~1 carry rounding errors ~1e-7, amplified by 1 / epsilon in
     # the plan: the reported error (recomputed from the plan) may exceed tol by that much.
@@ -199,19 +202,139 @@ def test_update_rule_is_looser_than_the_marginal_rule() -> None:
     assert loose.marginal_error.mean() > strict.marginal_error.mean()
 
 
-def test_update_rule_measures_the_change_of_the_row_scaling() -> None:
-    cost = torch.rand(1, 5, 3, dtype=torch.float64)
-    result = sinkhorn(cost, epsilon=0.5, max_iter=200, tol=1e-3, stop_rule="update")
-    kernel = torch.exp(-cost[0] / 0.5)
-    a, b = torch.full((5,), 0.2).double(), torch.full((3,), 1 / 3).double()
-    u, v = torch.ones(5).double(), torch.ones(3).double()
-    for iteration in range(200):  # MMPL / PLOT: stop when mean |u_t - u_{t-1}| < tol
-        new_u = a / (kernel @ v)
-        if iteration > 0 and (new_u - u).abs().mean() <= 1e-3:
-            break
-        u, v = new_u, b / (kernel.T @ new_u)
-    assert int(result.n_iter) == iteration
-    assert torch.allclose(result.plan[0], u[:, None] * kernel * v[None, :], atol=1e-12)
+@pytest.mark.parametrize("feature_size", [16, 512])
+@pytest.mark.parametrize(("m", "n"), [(10, 4), (40, 6), (80, 8)])  # MMPL's three granularities
+def test_update_rule_is_mmpls_rule_on_cosine_costs(m: int, n: int, feature_size: int) -> None:
+    generator = torch.Generator().manual_seed(m + feature_size)
+    x = F.normalize(torch.randn(32, m, feature_size, generator=generator).double(), dim=-1)
+    y = F.normalize(torch.randn(32, n, feature_size, generator=generator).double(), dim=-1)
+    cost = 1 - x @ y.transpose(1, 2)
+    result = sinkhorn(cost, epsilon=0.1, tol=0.05, max_iter=50, stop_rule="update")
+    assert result.converged.all()
+    # Exactly the paper's rule (PLOT's loop, the update that meets it applied) on the cost
+    # shifted to mean 1 ...
+    centred = cost - cost.mean(dim=(1, 2), keepdim=True) + 1
+    plan, n_iter, margin = paper_update_rule(centred, 0.1, 0.05, 50)
+    decided = margin > 1e-6  # every decision of these problems is far from round-off
+    assert decided.all() and torch.equal(result.n_iter, n_iter)
+    assert torch.allclose(result.plan, plan, rtol=0, atol=1e-8)
+    # ... and on the cosine cost itself (mean near 1), the same plans within a tenth of tol.
+    plan, _, _ = paper_update_rule(cost, 0.1, 0.05, 50)
+    assert ((result.plan - plan).abs().sum(dim=(1, 2)) <= 0.005).all()
+
+
+@given(
+    ot_problems(max_batch=2),
+    st.sampled_from([1e-3, 1e-2, 0.1]),
+    st.sampled_from([-3.0, 1.0, 40.0]),
+    st.sampled_from([("marginal", 1e-3), ("update", 0.05)]),
+)
+def test_plan_is_unchanged_by_a_constant_added_to_the_cost(
+    problem: dict, epsilon: float, shift: float, stop: tuple
+) -> None:
+    options = {"epsilon": epsilon, "tol": stop[1], "stop_rule": stop[0], "max_iter": 200}
+    options["on_nonconvergence"] = "ignore"
+    arguments = {"a": problem["a"], "b": problem["b"], **options}
+    plan = sinkhorn(problem["cost"], **arguments).plan
+    shifted = sinkhorn(problem["cost"] + shift, **arguments).plan
+    assert ((shifted - plan).abs().sum(dim=(1, 2)) <= stop[1]).all()
+
+
+def test_update_rule_does_not_overflow() -> None:
+    """exp(f / epsilon) overflows float32 on this cost: the rule must still measure the update."""
+    generator = torch.Generator().manual_seed(5)
+    x = F.normalize(torch.randn(6, 10, 16, generator=generator), dim=-1)
+    y = F.normalize(torch.randn(6, 4, 16, generator=generator), dim=-1)
+    cost = 1 - x @ y.transpose(1, 2)
+    options = {"epsilon": 0.1, "tol": 0.05, "stop_rule": "update", "max_iter": 50}
+    result = sinkhorn(cost + 10, **options)
+    exact = sinkhorn(cost.double(), **options)
+    assert result.converged.all() and torch.equal(result.n_iter, exact.n_iter)
+    assert torch.allclose(result.plan.double(), exact.plan, atol=1e-5)
+
+
+@pytest.mark.parametrize("stop", [("marginal", 1e-3), ("update", 0.05)])
+@pytest.mark.parametrize(
+    "solve", [solvers.log_domain_potentials, solvers.scaling_domain_potentials]
+)
+def test_a_nan_residual_never_counts_as_converged(solve: object, stop: tuple) -> None:
+    cost = torch.rand(2, 5, 3, generator=torch.Generator().manual_seed(6))
+    cost[1, 2, 1] = float("nan")  # sinkhorn() refuses it; the solvers are reached directly
+    a, b = torch.full((2, 5), 0.2), torch.full((2, 3), 1 / 3)
+    result = solve(cost, a, b, 0.5, 40, stop[1], stop[0])
+    assert result.converged.tolist() == [True, False]
+    assert result.n_iter[0] < 40 and result.n_iter[1] == 40
+
+
+def test_converged_flags_the_problems_that_met_the_rule() -> None:
+    generator = torch.Generator().manual_seed(7)
+    cost = torch.cat([torch.rand(1, 8, 5, generator=generator), 40 * torch.rand(1, 8, 5)])
+    options = {"epsilon": 0.5, "tol": 1e-4, "on_nonconvergence": "ignore"}
+    result = sinkhorn(cost.double(), max_iter=30, **options)
+    assert result.converged.tolist() == [True, False]
+    assert result.marginal_error[0] <= 1e-4 < result.marginal_error[1]
+    # The plan of the last iteration is checked too: stopping at max_iter can be converged.
+    count = int(sinkhorn(cost[:1].double(), max_iter=1000, **options).n_iter)
+    assert sinkhorn(cost[:1].double(), max_iter=count, **options).converged.all()
+    assert not sinkhorn(cost[:1].double(), max_iter=count - 1, **options).converged.any()
+    assert sinkhorn(cost, max_iter=2, tol=None, epsilon=0.5).converged.all()
+
+
+def _nonconvergence_warnings(call: object, times: int) -> list[warnings.WarningMessage]:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")  # Python's own: once per call site
+        for _ in range(times):
+            call()
+    return [w for w in caught if issubclass(w.category, RuntimeWarning)]
+
+
+def test_nonconvergence_warns_once_per_call_site() -> None:
+    cost = 40 * torch.rand(3, 8, 5, generator=torch.Generator().manual_seed(8))
+    module = SinkhornOT(epsilon=0.5, max_iter=5)
+    caught = _nonconvergence_warnings(lambda: sinkhorn(cost, epsilon=0.5, max_iter=5), 3)
+    caught += _nonconvergence_warnings(lambda: module(cost), 3)  # through nn.Module.__call__
+    assert len(caught) == 2
+    assert all(w.filename == __file__ for w in caught)  # the caller's line, not reidkit's
+    assert str(caught[0].message) == (
+        "sinkhorn: some problems stopped at max_iter=5 before meeting stop_rule='marginal' "
+        "with tol=0.001, so their results are not converged; raise max_iter or epsilon, or "
+        "loosen tol, or pass on_nonconvergence='ignore'"
+    )
+    assert not _nonconvergence_warnings(
+        lambda: sinkhorn(cost, epsilon=0.5, max_iter=5, on_nonconvergence="ignore"), 1
+    )
+    with pytest.raises(RuntimeError) as error:
+        sinkhorn(cost, epsilon=0.5, max_iter=5, on_nonconvergence="raise")
+    assert str(error.value) == (
+        "sinkhorn: 3 of 3 problems stopped at max_iter=5 before meeting stop_rule='marginal' "
+        "with tol=0.001; raise max_iter or epsilon, or loosen tol"
+    )
+
+
+def test_marginals_within_the_accepted_imbalance_are_renormalised() -> None:
+    cost = torch.rand(2, 6, 4, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
+    a = torch.full((6,), (1 + 6e-4) / 6, dtype=torch.float64)  # e.g. rounded to float16
+    result = sinkhorn(cost, a, epsilon=0.2, tol=1e-9, max_iter=5000, on_nonconvergence="raise")
+    assert torch.allclose(result.plan.sum(dim=-1), a / a.sum(), atol=1e-9)
+    assert (result.marginal_error <= 1e-9).all()
+
+
+def test_an_empty_batch_gives_empty_results() -> None:
+    cost = torch.rand(2, 0, 5, 3, requires_grad=True)
+    mask = (torch.ones(5, dtype=torch.bool), None)
+    result = sinkhorn(cost, epsilon=0.1, mask=mask)
+    assert result.plan.shape == (2, 0, 5, 3) and result.distance.shape == (2, 0)
+    assert result.f.shape == (2, 0, 5) and result.converged.shape == (2, 0)
+    result.distance.sum().backward()
+    assert cost.grad.shape == cost.shape
+
+
+@pytest.mark.parametrize("epsilon", [np.float32(0.1), np.float64(0.1), torch.tensor(0.1)])
+def test_epsilon_may_be_a_numpy_scalar_or_a_0d_tensor(epsilon: object) -> None:
+    cost = torch.rand(3, 5, 4, generator=torch.Generator().manual_seed(10))
+    expected = sinkhorn(cost, epsilon=float(epsilon)).plan
+    assert torch.equal(sinkhorn(cost, epsilon=epsilon).plan, expected)
+    assert torch.equal(SinkhornOT(epsilon=epsilon)(cost).plan, expected)
 
 
 def test_module_matches_function() -> None:
@@ -245,12 +368,41 @@ def test_module_matches_function() -> None:
         ({"mask": (None, torch.tensor([False, False]))}, "at least one real entry"),
         ({"mask": torch.ones(2, 2, dtype=torch.bool)}, "mask must be a pair"),
         ({"check_every": 0}, "check_every"),
+        ({"on_nonconvergence": "never"}, "on_nonconvergence"),
+        ({"epsilon": torch.tensor([0.1])}, "epsilon"),
+        ({"epsilon": True}, "epsilon"),
     ],
 )
 def test_bad_input_raises_a_value_error_naming_the_argument(kwargs: dict, message: str) -> None:
     arguments = {"cost": torch.rand(2, 2), "epsilon": 0.1, **kwargs}
     with pytest.raises(ValueError, match=message):
         sinkhorn(**arguments)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (
+            {"mask": (torch.ones(2, dtype=torch.int64), None)},
+            "mask[0] (row mask) must be a boolean tensor (True marks real entries), got dtype "
+            "torch.int64",
+        ),
+        (
+            {"mask": (None, [True, False])},
+            "mask[1] (column mask) must be a boolean tensor (True marks real entries), got list",
+        ),
+        (
+            {"cost": torch.tensor([[1e35, 0.0], [0.0, 1.0]]), "epsilon": 1e-3},
+            "cost / epsilon must stay below 5.32e+36 in magnitude for torch.float32, got |cost| "
+            "up to 1e+35 with epsilon=0.001: rescale the cost or raise epsilon",
+        ),
+    ],
+)
+def test_bad_input_messages(kwargs: dict, message: str) -> None:
+    arguments = {"cost": torch.rand(2, 2), "epsilon": 0.1, **kwargs}
+    with pytest.raises(ValueError) as error:
+        sinkhorn(**arguments)
+    assert str(error.value) == message
 
 
 def test_module_validates_its_options() -> None:
