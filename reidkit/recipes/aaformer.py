@@ -29,13 +29,14 @@ from torch import Tensor, nn
 
 from reidkit.clip import load_clip
 from reidkit.data import CLIP_MEAN, CLIP_STD
-from reidkit.distributed import data_parallel, init_distributed, is_main_process
+from reidkit.distributed import data_parallel, is_main_process
 from reidkit.engine import WarmupCosineLR, move_to_device, seed_everything
 from reidkit.models import AAformerReID
 from reidkit.parts import AAformer, AAformerLoss, assignment_mask, save_part_assignment_maps
 from reidkit.recipes.common import (
     Recipe,
     ReIDData,
+    begin,
     build_data,
     fit_stage,
     rank_evaluation,
@@ -219,9 +220,8 @@ def train(config: AAformerConfig, runtime: Runtime) -> dict[str, Any]:
     The results also hold ``part_maps`` (the figure's path) and ``patches_per_part`` (the mean
     number of patches each [PART] receives in the third block) when the figure is drawn.
     """
-    context = init_distributed(runtime.device)
+    context = begin(runtime)
     device = context.device
-    seed_everything(runtime.seed)  # the same initial weights on every rank
     batch_size, remainder = divmod(config.data.batch_size, context.world_size)
     if remainder or batch_size % config.data.num_instances:
         raise ValueError(

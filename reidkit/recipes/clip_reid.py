@@ -25,21 +25,21 @@ from torch import Tensor
 
 from reidkit.clip import CLIPTextEncoder
 from reidkit.data import make_feature_loader
-from reidkit.distributed import data_parallel, init_distributed
-from reidkit.engine import move_to_device, seed_everything
+from reidkit.distributed import data_parallel
+from reidkit.engine import seed_everything
 from reidkit.losses import CLIPReIDLoss, SupConLoss
 from reidkit.models import CLIPReIDModel
 from reidkit.prompts import PromptLearner
 from reidkit.recipes.common import (
     Recipe,
+    begin,
     build_clip,
-    build_data,
+    build_clip_data,
     cache_frozen_features,
     class_text_features,
     fit_stage,
-    image_stage_optimizer,
     prompt_stage_optimizer,
-    rank_evaluation,
+    run_image_stage,
     start_run,
 )
 from reidkit.recipes.config import (
@@ -145,17 +145,9 @@ def train(config: CLIPReIDConfig, runtime: Runtime) -> dict[str, Any]:
 
     Resumes from ``runtime.resume`` at whichever stage and epoch the checkpoint was written.
     """
-    context = init_distributed(runtime.device)
+    context = begin(runtime)
     device = context.device
-    seed_everything(runtime.seed)  # the same initial weights on every rank
-    data = build_data(
-        config.data,
-        config.clip.image_size,
-        pixel_mean=config.clip.pixel_mean,
-        pixel_std=config.clip.pixel_std,
-        runtime=runtime,
-        device=device,
-    )
+    data = build_clip_data(config.clip, config.data, runtime=runtime, device=device)
     clip_model = build_clip(config.clip, device)
     num_classes = data.dataset.num_train_pids
     prompts = PromptLearner(num_classes, clip_model, config.prompt.template, config.prompt.n_ctx)
@@ -210,31 +202,16 @@ def train(config: CLIPReIDConfig, runtime: Runtime) -> dict[str, Any]:
 
     # Stage 2: the image encoder against the text features of the learned prompts.
     text_features = class_text_features(prompts, text_encoder)
-    model.image_encoder.requires_grad_(True)
-    network = data_parallel(model)
     criterion = build_loss(config.loss)
-
-    def image_step(batch: tuple[Tensor, ...]) -> dict[str, Tensor]:
-        model.train()
-        images, pids = move_to_device(batch[:2], device)
-        outputs = network(images)
-        loss, terms = criterion(
-            outputs.logits, outputs.triplet_features, outputs.embedding, pids, text_features
-        )
-        return {"loss": loss, **terms}
-
-    optimizer, scheduler = image_stage_optimizer(model, config.image_stage)
-    metrics = fit_stage(
+    metrics = run_image_stage(
         run,
-        "image_encoder",
-        [optimizer],
-        [scheduler],
-        data.train_loader,
-        image_step,
-        epochs=config.image_stage.epochs,
+        model,
+        criterion,
+        text_features,
+        data,
+        config.image_stage,
         runtime=runtime,
         device=device,
-        evaluate=rank_evaluation(model, data, device),
     )
     results = {NAME: metrics}
     run.finish(results)

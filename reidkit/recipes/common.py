@@ -11,8 +11,10 @@ losses:
 * :func:`class_text_features`: every identity's text feature from learned prompts;
 * :func:`prompt_stage_optimizer` and :func:`image_stage_optimizer`: Adam with the schedules of
   the two stages of the prompt-learning pipelines;
-* :func:`start_run` and :func:`fit_stage`: the run's output folder, checkpoints and report,
-  and one stage of epochs;
+* :func:`begin`, :func:`start_run` and :func:`fit_stage`: the process group and the seed, the
+  run's output folder, checkpoints and report, and one stage of epochs;
+* :func:`run_image_stage`: stage 2 of CLIP-ReID and MMPL, the image encoder against fixed text
+  features;
 * :class:`Recipe`: what the registry knows of a pipeline.
 """
 
@@ -35,16 +37,21 @@ from reidkit.data import (
     make_test_loader,
     make_train_loader,
 )
+from reidkit.distributed import DistributedContext, data_parallel, init_distributed
 from reidkit.engine import (
     Trainer,
     TrainingRun,
     WarmupCosineLR,
     WarmupMultiStepLR,
     bias_parameter_groups,
+    move_to_device,
+    seed_everything,
     stage_epochs,
 )
 from reidkit.engine.trainer import StepFunction
 from reidkit.eval import RankResult, evaluate_model
+from reidkit.losses import CLIPReIDLoss
+from reidkit.models import CLIPReIDModel
 from reidkit.recipes.config import (
     ClipConfig,
     DataConfig,
@@ -130,6 +137,26 @@ def build_data(
         dataset.query, dataset.gallery, test_transform, num_workers=runtime.num_workers
     )
     return ReIDData(dataset, loader, test_loader, train_transform, test_transform)
+
+
+def build_clip_data(
+    clip: ClipConfig,
+    data: DataConfig,
+    *,
+    runtime: Runtime,
+    device: torch.device,
+    train_loader: bool = True,
+) -> ReIDData:
+    """:func:`build_data` at the image size and with the normalisation of ``clip``."""
+    return build_data(
+        data,
+        clip.image_size,
+        pixel_mean=clip.pixel_mean,
+        pixel_std=clip.pixel_std,
+        runtime=runtime,
+        device=device,
+        train_loader=train_loader,
+    )
 
 
 def build_clip(clip: ClipConfig, device: torch.device, *, frozen: bool = True) -> nn.Module:
@@ -228,6 +255,15 @@ def rank_evaluation(
     return evaluate
 
 
+def begin(runtime: Runtime) -> DistributedContext:
+    """Join ``torchrun``'s process group (if any) on ``runtime.device`` and seed every
+    generator with ``runtime.seed``, so that every rank builds the same initial weights; seed
+    again with the rank (``seed_everything(seed, rank=...)``) once the models are built."""
+    context = init_distributed(runtime.device)
+    seed_everything(runtime.seed)
+    return context
+
+
 def start_run(recipe: str, config: Any, runtime: Runtime, stages: Sequence[str]) -> TrainingRun:
     """The :class:`~reidkit.engine.TrainingRun` of a recipe in ``runtime.output_dir``.
 
@@ -259,6 +295,56 @@ def fit_stage(
     """Train one stage of ``run`` (see :meth:`~reidkit.engine.TrainingRun.fit`); its metrics."""
     trainer = Trainer(list(optimizers), list(schedulers), amp=runtime.amp, device=device)
     return run.fit(stage, trainer, batches, step, epochs=epochs, evaluate=evaluate)
+
+
+def run_image_stage(
+    run: TrainingRun,
+    model: CLIPReIDModel,
+    criterion: CLIPReIDLoss,
+    text_features: Tensor | Sequence[Tensor],
+    data: ReIDData,
+    stage: ImageStageConfig,
+    *,
+    runtime: Runtime,
+    device: torch.device,
+) -> dict[str, float]:
+    """Stage 2 (``"image_encoder"``) of CLIP-ReID and MMPL; the metrics of its evaluation.
+
+    The whole image encoder, the necks (and the visual prompt generator) and the parameters
+    of ``criterion`` (MMPL's transformation projection) learn on the ``P x K`` batches of
+    ``data`` with :func:`image_stage_optimizer`; every identity's text features, one level or
+    ``K``, stay fixed.
+    """
+    model.image_encoder.requires_grad_(True)
+    network = data_parallel(model)
+
+    def image_step(batch: tuple[Tensor, ...]) -> dict[str, Tensor]:
+        model.train()
+        images, pids = move_to_device(batch[:2], device)
+        outputs = network(images)
+        loss, terms = criterion(
+            outputs.logits,
+            outputs.triplet_features,
+            outputs.embedding,
+            pids,
+            text_features,
+            outputs.prompts,
+        )
+        return {"loss": loss, **terms}
+
+    optimizer, scheduler = image_stage_optimizer([model, criterion], stage)
+    return fit_stage(
+        run,
+        "image_encoder",
+        [optimizer],
+        [scheduler],
+        data.train_loader,
+        image_step,
+        epochs=stage.epochs,
+        runtime=runtime,
+        device=device,
+        evaluate=rank_evaluation(model, data, device),
+    )
 
 
 @dataclasses.dataclass(frozen=True)

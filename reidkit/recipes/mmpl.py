@@ -32,27 +32,27 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from reidkit.clip import CLIPImageEncoder, CLIPTextEncoder
 from reidkit.clip.image_encoder import ImageFeatures
 from reidkit.data import make_feature_loader
-from reidkit.distributed import data_parallel, init_distributed
-from reidkit.engine import move_to_device, seed_everything
+from reidkit.distributed import data_parallel
+from reidkit.engine import seed_everything
 from reidkit.losses import TransformationLoss
 from reidkit.models import CLIPReIDModel
 from reidkit.prompts import MultiGranularityPromptLearner
 from reidkit.recipes import clip_reid
 from reidkit.recipes.common import (
     Recipe,
+    begin,
     build_clip,
-    build_data,
+    build_clip_data,
     cache_frozen_features,
     class_text_features,
     fit_stage,
-    image_stage_optimizer,
     prompt_stage_optimizer,
-    rank_evaluation,
+    run_image_stage,
     start_run,
 )
 from reidkit.recipes.config import (
@@ -383,17 +383,9 @@ def train(config: MMPLConfig, runtime: Runtime) -> dict[str, Any]:
     """
     if config.compare_baseline:
         clip_reid.train(baseline_config(config), runtime.in_subfolder(BASELINE_FOLDER))
-    context = init_distributed(runtime.device)
+    context = begin(runtime)
     device = context.device
-    seed_everything(runtime.seed)
-    data = build_data(
-        config.data,
-        config.clip.image_size,
-        pixel_mean=config.clip.pixel_mean,
-        pixel_std=config.clip.pixel_std,
-        runtime=runtime,
-        device=device,
-    )
+    data = build_clip_data(config.clip, config.data, runtime=runtime, device=device)
     clip_model = build_clip(config.clip, device)
     num_classes = data.dataset.num_train_pids
     prompts = MultiGranularityPromptLearner(
@@ -481,41 +473,20 @@ def train(config: MMPLConfig, runtime: Runtime) -> dict[str, Any]:
 
     # Stage 2: collaborative prompt learning; the K levels' text features are fixed targets.
     level_text = [class_text_features(level, text_encoder) for level in prompts.levels]
-    model.image_encoder.requires_grad_(True)
-    network = data_parallel(model)
     criterion = clip_reid.build_loss(
         config.loss,
         transformation=transformation,
         transformation_weight=visual.transformation_weight,
     )
-
-    def image_step(batch: tuple[Tensor, ...]) -> dict[str, Tensor]:
-        model.train()
-        images, pids = move_to_device(batch[:2], device)
-        outputs = network(images)
-        loss, terms = criterion(
-            outputs.logits,
-            outputs.triplet_features,
-            outputs.embedding,
-            pids,
-            level_text,
-            outputs.prompts,
-        )
-        return {"loss": loss, **terms}
-
-    trained: list[nn.Module] = [model] if transformation is None else [model, transformation]
-    optimizer, scheduler = image_stage_optimizer(trained, config.image_stage)
-    metrics = fit_stage(
+    metrics = run_image_stage(
         run,
-        "image_encoder",
-        [optimizer],
-        [scheduler],
-        data.train_loader,
-        image_step,
-        epochs=config.image_stage.epochs,
+        model,
+        criterion,
+        level_text,
+        data,
+        config.image_stage,
         runtime=runtime,
         device=device,
-        evaluate=rank_evaluation(model, data, device),
     )
     results = {NAME: metrics}
     run.finish(results)

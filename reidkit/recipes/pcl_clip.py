@@ -31,7 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from reidkit.data import make_train_loader
-from reidkit.distributed import broadcast_object, data_parallel, init_distributed, is_main_process
+from reidkit.distributed import broadcast_object, data_parallel, is_main_process
 from reidkit.engine import WarmupMultiStepLR, move_to_device, seed_everything
 from reidkit.eval import extract_features
 from reidkit.losses import CrossEntropyLabelSmooth, PCLLoss
@@ -40,8 +40,9 @@ from reidkit.models import PCLCLIPModel
 from reidkit.recipes.common import (
     Recipe,
     ReIDData,
+    begin,
     build_clip,
-    build_data,
+    build_clip_data,
     fit_stage,
     rank_evaluation,
     start_run,
@@ -314,17 +315,10 @@ def build_optimizer(
 def train(config: PCLCLIPConfig, runtime: Runtime) -> dict[str, Any]:
     """Train, evaluate, write the report; ``{"pcl_clip_<mode>": final metrics}``."""
     mode = config.mode
-    context = init_distributed(runtime.device)
+    context = begin(runtime)
     device = context.device
-    seed_everything(runtime.seed)  # the same initial weights on every rank
-    data = build_data(
-        config.data,
-        config.clip.image_size,
-        pixel_mean=config.clip.pixel_mean,
-        pixel_std=config.clip.pixel_std,
-        runtime=runtime,
-        device=device,
-        train_loader=False,  # EpochBatches builds each epoch's
+    data = build_clip_data(  # EpochBatches builds each epoch's train loader
+        config.clip, config.data, runtime=runtime, device=device, train_loader=False
     )
     clip_model = build_clip(config.clip, device, frozen=False)
     # Unsupervised: no identities; the classifiers of the necks stay unused and frozen.

@@ -2,22 +2,10 @@
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 from reidkit.clip import CLIPImageEncoder
 from reidkit.models import PCLCLIPModel, PCLCLIPOutput
-from tests.clip.tiny_models import tiny_clip
-
-
-@pytest.fixture(scope="module")
-def clip_model() -> torch.nn.Module:
-    return tiny_clip(image_size=(64, 32))[0]
-
-
-@pytest.fixture(scope="module")
-def images() -> torch.Tensor:
-    return torch.randn(4, 3, 64, 32, generator=torch.Generator().manual_seed(0))
 
 
 def test_training_output_is_both_necks_on_the_class_token_and_its_projection(
