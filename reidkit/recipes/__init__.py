@@ -37,7 +37,17 @@ _PUBLIC_NAMES: dict[str, str] = {
     "compare_reports": "reidkit.recipes.compare",
     "ComparisonTable": "reidkit.recipes.compare",
 }
-_MODULES = ("clip_reid", "mmpl", "aaformer", "pcl_clip", "common", "config", "compare")
+_MODULES = (
+    "clip_reid",
+    "mmpl",
+    "aaformer",
+    "pcl_clip",
+    "common",
+    "config",
+    "compare",
+    "arguments",
+    "registry",
+)
 
 __all__ = [*_PUBLIC_NAMES, *_MODULES]
 
