@@ -218,8 +218,9 @@ def train(config: CLIPReIDConfig, runtime: Runtime) -> dict[str, Any]:
     return results
 
 
-def epoch_fields(config: CLIPReIDConfig) -> dict[str, str]:
-    """Where each stage's number of epochs lives in the configuration."""
+def epoch_fields(config: Any) -> dict[str, str]:
+    """Where each stage's number of epochs lives in the configuration (CLIP-ReID's and
+    MMPL's)."""
     return {"prompts": "prompt_stage.epochs", "image_encoder": "image_stage.epochs"}
 
 

@@ -493,17 +493,12 @@ def train(config: MMPLConfig, runtime: Runtime) -> dict[str, Any]:
     return results
 
 
-def epoch_fields(config: MMPLConfig) -> dict[str, str]:
-    """Where each stage's number of epochs lives in the configuration."""
-    return {"prompts": "prompt_stage.epochs", "image_encoder": "image_stage.epochs"}
-
-
 RECIPE = Recipe(
     name=NAME,
     description="MMPL: hierarchical, then collaborative prompt learning (two stages)",
     config_type=MMPLConfig,
     presets=PRESETS,
     train=train,
-    epoch_fields=epoch_fields,
+    epoch_fields=clip_reid.epoch_fields,  # the same stage sections
     weights_field="clip.pretrained",
 )
