@@ -56,6 +56,7 @@ _PUBLIC_NAMES: dict[str, str] = {
     "BNNeck": "reidkit.losses",
     "TransformationLoss": "reidkit.losses",
     "PCLLoss": "reidkit.losses",
+    "CLIPReIDLoss": "reidkit.losses",
     # patch selection and alignment (reidkit.selection)
     "HierarchicalPatchPartition": "reidkit.selection",
     "InformationSelectorAgent": "reidkit.selection",
@@ -66,6 +67,8 @@ _PUBLIC_NAMES: dict[str, str] = {
     "AAformer": "reidkit.parts",
     # models (reidkit.models)
     "CLIPReIDModel": "reidkit.models",
+    "PCLCLIPModel": "reidkit.models",
+    "AAformerReID": "reidkit.models",
     # memory (reidkit.memory)
     "PrototypeMemory": "reidkit.memory",
 }

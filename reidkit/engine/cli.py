@@ -3,7 +3,7 @@
 :func:`build_arg_parser` returns an :class:`argparse.ArgumentParser` with::
 
     --data-root PATH      dataset folder; omitted: the built-in synthetic data
-    --dataset NAME        dataset parser for --data-root (default market1501)
+    --dataset NAME        dataset parser for --data-root (default: the preset's)
     --preset NAME         hyper-parameter preset (default: the first of ``presets``)
     --output-dir PATH     log, checkpoints and report (default runs/<script name>)
     --resume [PATH]       resume from a checkpoint file or folder; alone: <output-dir>/last.pt
@@ -68,7 +68,9 @@ def build_arg_parser(
         default=None,
         help="dataset folder; omitted: the built-in synthetic data",
     )
-    data.add_argument("--dataset", default="market1501", help="dataset parser for --data-root")
+    data.add_argument(
+        "--dataset", default=None, help="dataset parser for --data-root (default: the preset's)"
+    )
     data.add_argument("--num-workers", type=_non_negative, default=2, help="data-loading processes")
     run = parser.add_argument_group("run")
     run.add_argument(

@@ -8,6 +8,8 @@
 * :class:`BNNeck`: bias-free BN and classifier between the feature and the ID loss.
 * :class:`TransformationLoss`: MMPL's visual-prompt transformation loss (eq. 22-23).
 * :class:`PCLLoss`: PCL-CLIP's prototypical contrastive loss against a centroid memory (eq. 4).
+* :class:`CLIPReIDLoss`: the stage-2 composition of CLIP-ReID and MMPL: ID on two BNNecks,
+  triplet, image-to-text cross-entropy over ``K`` text levels, optional transformation loss.
 
 The losses derive from :class:`~reidkit.losses.base.ReductionLoss` (``reduction="mean"``,
 ``"sum"`` or ``"none"``, anchors without a defined loss left out of the mean).
@@ -15,6 +17,7 @@ The losses derive from :class:`~reidkit.losses.base.ReductionLoss` (``reduction=
 
 from reidkit.losses.base import ReductionLoss
 from reidkit.losses.bnneck import BNNeck, BNNeckOutput
+from reidkit.losses.clip_reid import CLIPReIDLoss, CLIPReIDLossOutput
 from reidkit.losses.label_smoothing import CrossEntropyLabelSmooth
 from reidkit.losses.pcl import PCLLoss
 from reidkit.losses.similarity import pairwise_distance, similarity_logits
@@ -26,6 +29,8 @@ from reidkit.losses.triplet import TripletLoss
 __all__ = [
     "BNNeck",
     "BNNeckOutput",
+    "CLIPReIDLoss",
+    "CLIPReIDLossOutput",
     "CrossEntropyLabelSmooth",
     "ImageToTextCrossEntropy",
     "PCLLoss",

@@ -1,9 +1,13 @@
 """Ready-made ReID models assembled from reidkit's parts.
 
-* :class:`CLIPReIDModel`: CLIP's image encoder with CLIP-ReID's two BNNecks, optionally with
-  MMPL's visual prompts (the stage-2 model of both pipelines).
+* :class:`CLIPReIDModel`: CLIP's image encoder with CLIP-ReID's two BNNecks; with ``K``
+  visual prompts it is also MMPL's stage-2 (and deployed) model.
+* :class:`PCLCLIPModel`: CLIP's image encoder with PCL-CLIP's two BNNecks.
+* :class:`AAformerReID`: :class:`reidkit.AAformer` with its per-token heads and losses.
 """
 
+from reidkit.models.aaformer import AAformerReID
 from reidkit.models.clip_reid import CLIPReIDModel, CLIPReIDOutput
+from reidkit.models.pcl_clip import PCLCLIPModel, PCLCLIPOutput
 
-__all__ = ["CLIPReIDModel", "CLIPReIDOutput"]
+__all__ = ["AAformerReID", "CLIPReIDModel", "CLIPReIDOutput", "PCLCLIPModel", "PCLCLIPOutput"]

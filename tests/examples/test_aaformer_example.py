@@ -29,7 +29,8 @@ def test_tiny_run_reports_metrics_and_part_maps_and_resumes(tmp_path: Path) -> N
     assert all(math.isfinite(stage["epochs"][0][key]) for key in ("loss", "id", "triplet"))
     metrics = report["results"]["aaformer"]
     assert 0 <= metrics["mAP"] <= 1 and 0 <= metrics["R1"] <= metrics["R5"] <= metrics["R10"] <= 1
-    assert report["config"]["part_groups"] == [2, 3]
+    assert report["config"]["recipe"] == "aaformer"
+    assert report["config"]["experiment"]["part_groups"] == [2, 3]
     counts = report["results"]["patches_per_part"]
     assert len(counts) == 5 and math.isclose(sum(counts[:2]), sum(counts[2:]))  # both groups
     assert Path(report["results"]["part_maps"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

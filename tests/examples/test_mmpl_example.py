@@ -1,5 +1,5 @@
-"""End to end: the MMPL example's tiny preset runs the baseline and MMPL, prints the table,
-writes its report and resumes (slow)."""
+"""End to end: the MMPL example's tiny preset trains the baseline and MMPL in one process,
+prints the table from their reports, and resumes (slow)."""
 
 from __future__ import annotations
 
@@ -35,35 +35,49 @@ def test_tiny_preset_runs_baseline_and_mmpl_and_resumes(tmp_path: Path) -> None:
         "image_encoder=6",
         "--eval-every",
         "3",
-        "--baseline-epochs",
-        "prompts=2",
-        "image_encoder=2",
     ]
     completed = _run(arguments, cache)
     assert completed.returncode == 0, completed.stderr[-4000:]
-    assert "CLIP-ReID" in completed.stdout and "MMPL" in completed.stdout
+    table = [line.split() for line in completed.stdout.splitlines()[-3:]]
+    assert [row[0] for row in table] == ["method", "CLIP-ReID", "MMPL"]
 
     report = json.loads((output / "report.json").read_text())
+    baseline_report = json.loads((output / "clip_reid" / "report.json").read_text())
     stages = report["stages"]
     assert [e["epoch"] for e in stages["prompts"]["epochs"]] == [1, 2, 3]
     assert [e["epoch"] for e in stages["image_encoder"]["evaluations"]] == [3, 6]
     for name in ("loss", "otce", "agent", "contrastive"):
         assert all(np.isfinite(e[name]) for e in stages["prompts"]["epochs"]), name
-    assert all(np.isfinite(e["tr"]) for e in stages["image_encoder"]["epochs"])
-    assert report["config"]["ablation"] == {"agent": True, "alignment": True, "cpl": True}
+    assert all(np.isfinite(e["transformation"]) for e in stages["image_encoder"]["epochs"])
+    experiment = report["config"]["experiment"]
+    assert report["config"]["recipe"] == "mmpl"
+    assert [experiment[part]["enabled"] for part in ("agent", "alignment", "visual_prompts")] == [
+        True,
+        True,
+        True,
+    ]
 
-    mmpl, baseline = report["results"]["mmpl"], report["results"]["clip_reid"]
+    # the baseline trained with the same settings and epochs, into its own run folder
+    assert baseline_report["config"]["recipe"] == "clip_reid"
+    for section in ("clip", "data", "prompt_stage", "image_stage", "loss"):
+        assert baseline_report["config"]["experiment"][section] == experiment[section], section
+    mmpl, baseline = report["results"]["mmpl"], baseline_report["results"]["clip_reid"]
     assert 0.0 <= mmpl["R1"] <= mmpl["R5"] <= mmpl["R10"] <= 1.0
     assert set(baseline) >= {"mAP", "R1"}
+    assert f"{100 * baseline['R1']:.1f}" == table[1][1]
+    assert f"{100 * mmpl['mAP']:.1f}" == table[2][4]
     chance = _random_ranking_map(SyntheticReID(cache))
     assert mmpl["mAP"] > 2 * chance, (mmpl, chance)
 
-    # Resuming a finished run trains nothing and reports the same numbers.
+    # Resuming a finished run trains nothing and reports the same numbers, for both runs.
     resumed = _run([*arguments, "--resume"], cache)
     assert resumed.returncode == 0, resumed.stderr[-4000:]
     again = json.loads((output / "report.json").read_text())
     assert again["results"]["mmpl"] == mmpl
     assert len(again["stages"]["image_encoder"]["epochs"]) == 6
+    baseline_again = json.loads((output / "clip_reid" / "report.json").read_text())
+    assert baseline_again["results"]["clip_reid"] == baseline
+    assert baseline_again["resumes"] and again["resumes"]
 
 
 @pytest.mark.slow
@@ -85,9 +99,14 @@ def test_ablation_without_agent_and_cpl_runs(tmp_path: Path) -> None:
     )
     assert completed.returncode == 0, completed.stderr[-4000:]
     report = json.loads((output / "report.json").read_text())
-    assert report["config"]["ablation"] == {"agent": False, "alignment": True, "cpl": False}
-    assert report["config"]["preset"]["n_ctx"] == [4, 6]
+    experiment = report["config"]["experiment"]
+    assert [experiment[part]["enabled"] for part in ("agent", "alignment", "visual_prompts")] == [
+        False,
+        True,
+        False,
+    ]
+    assert experiment["levels"]["n_ctx"] == [4, 6]
     epochs = report["stages"]["prompts"]["epochs"]
     assert "agent" not in epochs[0] and np.isfinite(epochs[-1]["otce"])
-    assert "tr" not in report["stages"]["image_encoder"]["epochs"][0]
-    assert "clip_reid" not in report["results"]
+    assert "transformation" not in report["stages"]["image_encoder"]["epochs"][0]
+    assert not (output / "clip_reid").exists() and "CLIP-ReID" not in completed.stdout

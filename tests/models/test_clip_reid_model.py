@@ -8,17 +8,6 @@ import torch.nn.functional as F
 
 from reidkit import CLIPReIDModel
 from reidkit.clip import CLIPImageEncoder
-from tests.clip.tiny_models import tiny_clip
-
-
-@pytest.fixture(scope="module")
-def clip_model() -> torch.nn.Module:
-    return tiny_clip(image_size=(64, 32))[0]
-
-
-@pytest.fixture(scope="module")
-def images() -> torch.Tensor:
-    return torch.randn(4, 3, 64, 32, generator=torch.Generator().manual_seed(0))
 
 
 def test_eval_returns_the_normalised_class_token_and_projection(clip_model, images) -> None:

@@ -1,0 +1,504 @@
+"""MMPL (multi-granularity multi-modal prompt learning): the two-stage pipeline as a recipe.
+
+Stage 1 (``"prompts"``, hierarchical prompt learning, sec. 3.2): the frozen image encoder's
+patch map is cut into ``M_c`` patches per level (:class:`reidkit.HierarchicalPatchPartition`);
+per level an :class:`reidkit.InformationSelectorAgent` keeps ``M`` of them (its own Adam,
+active for the first ``agent.epochs`` epochs), and the ``K`` levels of ID-specific prompts
+learn from the contrastive losses and the patch-to-token OT loss
+(:class:`reidkit.PatchToTokenAlignment`), combined by eq. 20. Stage 2 (``"image_encoder"``,
+collaborative prompt learning, sec. 3.3): the image encoder, with ``K`` visual prompts appended
+to its tokens (:class:`reidkit.CLIPReIDModel` with ``num_visual_prompts=K``), learns from
+:class:`reidkit.losses.CLIPReIDLoss`: ID, triplet, the image-to-text cross-entropy against the
+``K`` levels of text features and the transformation loss (eq. 24).
+
+An MMPL configuration shares CLIP-ReID's sections (CLIP, data, prompt template, both stages'
+schedules, the stage-2 weights), so :func:`baseline_config` gives the CLIP-ReID run it is
+compared with; with ``compare_baseline`` :func:`train` trains that run first, in
+``<output_dir>/clip_reid``.
+
+Example::
+
+    from reidkit.recipes import Runtime, compare_reports, mmpl
+
+    config = mmpl.without_agent(mmpl.PRESETS["tiny"])      # table 3's attention selection
+    mmpl.train(config, Runtime(output_dir="runs/mmpl_no_agent"))
+    print(compare_reports(["runs/mmpl_no_agent/clip_reid", "runs/mmpl_no_agent"]))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from reidkit.clip import CLIPImageEncoder, CLIPTextEncoder
+from reidkit.clip.image_encoder import ImageFeatures
+from reidkit.data import make_feature_loader
+from reidkit.distributed import data_parallel
+from reidkit.engine import seed_everything
+from reidkit.losses import TransformationLoss
+from reidkit.models import CLIPReIDModel
+from reidkit.prompts import MultiGranularityPromptLearner
+from reidkit.recipes import clip_reid
+from reidkit.recipes.common import (
+    Recipe,
+    begin,
+    build_clip,
+    build_clip_data,
+    cache_frozen_features,
+    class_text_features,
+    fit_stage,
+    prompt_stage_optimizer,
+    run_image_stage,
+    start_run,
+)
+from reidkit.recipes.config import (
+    ClipConfig,
+    CLIPReIDLossConfig,
+    DataConfig,
+    ImageStageConfig,
+    PromptConfig,
+    PromptStageConfig,
+    Runtime,
+)
+from reidkit.selection import (
+    HierarchicalPatchPartition,
+    HierarchicalPromptLearning,
+    InformationSelectorAgent,
+    PatchToTokenAlignment,
+    class_token_attention,
+)
+
+NAME = "mmpl"
+STAGES = ("prompts", "image_encoder")
+BASELINE_FOLDER = "clip_reid"
+
+
+@dataclasses.dataclass(frozen=True)
+class LevelsConfig:
+    """The ``K`` granularity levels, one value per level in each tuple.
+
+    Attributes:
+        n_ctx: ``N_k``, learnable tokens of the level-``k`` prompts.
+        patch_counts: ``M_c^k``, candidate patches of level ``k``.
+        selected: ``M^k``, patches kept at level ``k``.
+    """
+
+    n_ctx: tuple[int, ...]
+    patch_counts: tuple[int, ...]
+    selected: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        lengths = {len(self.n_ctx), len(self.patch_counts), len(self.selected)}
+        if len(lengths) != 1 or not self.n_ctx:
+            raise ValueError(
+                "LevelsConfig.n_ctx, patch_counts and selected must hold one value per level, "
+                f"got {self.n_ctx}, {self.patch_counts} and {self.selected}"
+            )
+        if any(kept > count for kept, count in zip(self.selected, self.patch_counts)):
+            raise ValueError(
+                f"LevelsConfig.selected {self.selected} must not exceed patch_counts "
+                f"{self.patch_counts} at any level"
+            )
+
+    @property
+    def count(self) -> int:
+        """``K``."""
+        return len(self.n_ctx)
+
+
+@dataclasses.dataclass(frozen=True)
+class AgentConfig:
+    """The information selector agents (eq. 7-12); they learn with their own Adam.
+
+    Attributes:
+        enabled: select patches with the agents; ``False``: by the class token's attention in
+            the last block (table 3). Without alignment no patch is selected at all.
+        epochs: the agents learn for the first this many epochs of stage 1, then stay fixed.
+        lr: their Adam's learning rate.
+        hidden: width of the Bi-LSTM.
+        episodes: ``Z`` sampled selections per image (eq. 11).
+        budget_weight: ``gamma`` of the budget penalty (eq. 12).
+    """
+
+    enabled: bool
+    epochs: int
+    lr: float
+    hidden: int
+    episodes: int
+    budget_weight: float
+
+
+@dataclasses.dataclass(frozen=True)
+class AlignmentConfig:
+    """The patch-to-token alignment by optimal transport (eq. 13-19).
+
+    Attributes:
+        enabled: ``False``: the prompts learn from the contrastive losses alone (table 4).
+        temperature: ``tau`` of eq. 18.
+        epsilon: entropic regularisation ``lambda`` of the Sinkhorn iterations.
+        max_iter: at most this many iterations.
+        tol: stop when the stop rule's error is below it.
+        stop_rule: ``"marginal"`` or ``"update"`` (see :func:`reidkit.sinkhorn`).
+    """
+
+    enabled: bool
+    temperature: float
+    epsilon: float
+    max_iter: int
+    tol: float
+    stop_rule: str
+
+
+@dataclasses.dataclass(frozen=True)
+class VisualPromptConfig:
+    """Collaborative prompt learning (sec. 3.3): visual prompts and the transformation loss.
+
+    Attributes:
+        enabled: ``False``: no visual prompts and no transformation loss (table 5).
+        conv_stride: stride of the prompt generator's 3x3 convolution.
+        transformation_weight: weight of ``L_tr`` in eq. 24.
+        transformation_margin: hinge margin of its diversity term.
+    """
+
+    enabled: bool
+    conv_stride: int
+    transformation_weight: float
+    transformation_margin: float
+
+
+@dataclasses.dataclass(frozen=True)
+class MMPLConfig:
+    """The settings of an MMPL run.
+
+    Attributes:
+        clip: the CLIP model and its input.
+        data: the data set and the ``P x K`` batches (per process).
+        prompt: the prompt template of every level; its ``n_ctx`` is CLIP-ReID's single level
+            (the baseline, and the one-level ablation :func:`without_hierarchy`).
+        levels: the ``K`` levels' tokens and patches.
+        text_chunk_size: prompts per text-encoder forward (with activation checkpointing).
+        agent: the selector agents.
+        alignment: the patch-to-token alignment.
+        alpha: ``alpha_k`` of eq. 20 (the contrastive losses).
+        beta: ``beta_k`` of eq. 20 (the alignment loss).
+        prompt_stage: stage 1's epochs and schedule (the prompts).
+        image_stage: stage 2's epochs and schedule.
+        loss: stage 2's ID, triplet and image-to-text weights.
+        visual_prompts: the visual prompts and the transformation loss.
+        compare_baseline: also train :func:`baseline_config` into ``<output_dir>/clip_reid``.
+    """
+
+    clip: ClipConfig
+    data: DataConfig
+    prompt: PromptConfig
+    levels: LevelsConfig
+    text_chunk_size: int
+    agent: AgentConfig
+    alignment: AlignmentConfig
+    alpha: float
+    beta: float
+    prompt_stage: PromptStageConfig
+    image_stage: ImageStageConfig
+    loss: CLIPReIDLossConfig
+    visual_prompts: VisualPromptConfig
+    compare_baseline: bool
+
+
+PAPER = MMPLConfig(
+    # Sec. 4.2: ViT-B/16 at 256x128 (16x8 patches), batch 64, K = 3 levels; CLIP-ReID's prompt
+    # schedule (Adam 3.5e-4, 120 epochs) and stage 2 (Adam, 60 epochs, warm-up over 10 epochs
+    # from 5e-7 to 5e-6, x0.1 at epochs 30 and 50) and CLIP-ReID's stage-2 weights.
+    clip=clip_reid.PAPER.clip,
+    data=clip_reid.PAPER.data,
+    prompt=clip_reid.PAPER.prompt,
+    levels=LevelsConfig(n_ctx=(4, 6, 8), patch_counts=(16, 64, 128), selected=(10, 40, 80)),
+    text_chunk_size=256,
+    agent=AgentConfig(enabled=True, epochs=50, lr=1e-4, hidden=256, episodes=8, budget_weight=1.0),
+    alignment=AlignmentConfig(
+        enabled=True, temperature=0.07, epsilon=0.1, max_iter=50, tol=0.05, stop_rule="update"
+    ),
+    alpha=1.0,
+    beta=0.1,
+    prompt_stage=clip_reid.PAPER.prompt_stage,
+    image_stage=clip_reid.PAPER.image_stage,
+    loss=clip_reid.PAPER.loss,
+    visual_prompts=VisualPromptConfig(
+        enabled=True, conv_stride=1, transformation_weight=1.0, transformation_margin=1.0
+    ),
+    compare_baseline=False,
+)
+
+TINY = dataclasses.replace(
+    PAPER,
+    # CLIP-ReID's tiny preset (random tiny CLIP, 8x4 patches, the built-in data).
+    clip=clip_reid.TINY.clip,
+    data=clip_reid.TINY.data,
+    prompt_stage=clip_reid.TINY.prompt_stage,
+    image_stage=clip_reid.TINY.image_stage,
+    levels=LevelsConfig(n_ctx=(4, 6, 8), patch_counts=(4, 16, 32), selected=(3, 10, 20)),
+    agent=dataclasses.replace(PAPER.agent, epochs=6, lr=1e-3, hidden=32),
+    alignment=dataclasses.replace(PAPER.alignment, tol=1e-3, stop_rule="marginal"),
+    # The 3x3 convolution would otherwise outweigh the tiny ViT.
+    visual_prompts=dataclasses.replace(PAPER.visual_prompts, conv_stride=4),
+    compare_baseline=True,
+)
+
+PRESETS: dict[str, MMPLConfig] = {"paper": PAPER, "tiny": TINY}
+
+
+def baseline_config(config: MMPLConfig) -> clip_reid.CLIPReIDConfig:
+    """The CLIP-ReID run that ``config`` extends: same CLIP, data, prompt, stages and weights."""
+    return clip_reid.CLIPReIDConfig(
+        clip=config.clip,
+        data=config.data,
+        prompt=config.prompt,
+        prompt_stage=config.prompt_stage,
+        image_stage=config.image_stage,
+        loss=config.loss,
+    )
+
+
+def select_levels(
+    config: MMPLConfig,
+    count: int | None = None,
+    *,
+    n_ctx: Sequence[int] | None = None,
+    patch_counts: Sequence[int] | None = None,
+    selected: Sequence[int] | None = None,
+) -> MMPLConfig:
+    """``config`` with new per-level values, then its first ``count`` levels.
+
+    Args:
+        count: ``K``; default: the number of ``n_ctx`` values after the replacement.
+        n_ctx, patch_counts, selected: replace the configuration's values when given.
+
+    Raises:
+        ValueError: a tuple has fewer than ``count`` values (the message names it).
+    """
+    values = {
+        "n_ctx": tuple(n_ctx or config.levels.n_ctx),
+        "patch_counts": tuple(patch_counts or config.levels.patch_counts),
+        "selected": tuple(selected or config.levels.selected),
+    }
+    count = count or len(values["n_ctx"])
+    for name, level_values in values.items():
+        if len(level_values) < count:
+            raise ValueError(f"{count} levels need {count} values of {name}, got {level_values}")
+    levels = LevelsConfig(**{name: value[:count] for name, value in values.items()})
+    return dataclasses.replace(config, levels=levels)
+
+
+def without_hierarchy(config: MMPLConfig) -> MMPLConfig:
+    """One prompt level of CLIP-ReID's ``prompt.n_ctx`` tokens, no agent, no alignment."""
+    config = select_levels(config, 1, n_ctx=(config.prompt.n_ctx,))
+    return without_alignment(without_agent(config))
+
+
+def without_agent(config: MMPLConfig) -> MMPLConfig:
+    """Patches selected by the class token's attention instead of the agents (table 3)."""
+    return dataclasses.replace(config, agent=dataclasses.replace(config.agent, enabled=False))
+
+
+def without_alignment(config: MMPLConfig) -> MMPLConfig:
+    """Prompts from the contrastive losses alone (table 4)."""
+    alignment = dataclasses.replace(config.alignment, enabled=False)
+    return dataclasses.replace(config, alignment=alignment)
+
+
+def without_visual_prompts(config: MMPLConfig) -> MMPLConfig:
+    """No visual prompts and no transformation loss (table 5)."""
+    visual = dataclasses.replace(config.visual_prompts, enabled=False)
+    return dataclasses.replace(config, visual_prompts=visual)
+
+
+def build_hierarchical_prompt_learning(
+    config: MMPLConfig,
+    prompts: MultiGranularityPromptLearner,
+    text_encoder: CLIPTextEncoder,
+    map_size: tuple[int, int],
+    embed_dim: int,
+) -> HierarchicalPromptLearning:
+    """Stage 1 (sec. 3.2) with ``config``'s agents and alignment, as far as they are enabled.
+
+    Args:
+        prompts: the ``K`` prompt levels.
+        text_encoder: the frozen text encoder.
+        map_size: ``(h, w)`` of the image encoder's patch grid.
+        embed_dim: width ``E`` of the projected patch features.
+    """
+    settings = config.alignment
+    alignment = (
+        PatchToTokenAlignment(
+            temperature=settings.temperature,
+            epsilon=settings.epsilon,
+            max_iter=settings.max_iter,
+            tol=settings.tol,
+            stop_rule=settings.stop_rule,
+        )
+        if settings.enabled
+        else None
+    )
+    agents = None
+    if config.agent.enabled and settings.enabled:  # the selection only feeds the alignment
+        agents = [
+            InformationSelectorAgent(
+                embed_dim,
+                count,
+                kept,
+                hidden_size=config.agent.hidden,
+                episodes=config.agent.episodes,
+                budget_weight=config.agent.budget_weight,
+            )
+            for count, kept in zip(config.levels.patch_counts, config.levels.selected)
+        ]
+    return HierarchicalPromptLearning(
+        prompts,
+        text_encoder,
+        HierarchicalPatchPartition(map_size, config.levels.patch_counts),
+        alignment,
+        agents,
+        config.levels.selected,
+        alpha=config.alpha,
+        beta=config.beta,
+    )
+
+
+def last_block_class_attention(encoder: CLIPImageEncoder, features: ImageFeatures) -> Tensor:
+    """``(B, h, w, 1)`` attention of the class token to the patches in the encoder's last block,
+    from ``features.layers[0]``, the output of the block before (``return_layers=(-2,)``)."""
+    last_block = encoder.visual.transformer.resblocks[-1]
+    grid = (features.patches.shape[1], features.patches.shape[2])
+    return class_token_attention(last_block, features.layers[0], grid)
+
+
+def train(config: MMPLConfig, runtime: Runtime) -> dict[str, Any]:
+    """Train both stages, evaluate, write the report; ``{"mmpl": final metrics}``.
+
+    With ``config.compare_baseline`` the CLIP-ReID run of :func:`baseline_config` is trained
+    first into ``<output_dir>/clip_reid`` (resumed there when this run resumes).
+    """
+    if config.compare_baseline:
+        clip_reid.train(baseline_config(config), runtime.in_subfolder(BASELINE_FOLDER))
+    context = begin(runtime)
+    device = context.device
+    data = build_clip_data(config.clip, config.data, runtime=runtime, device=device)
+    clip_model = build_clip(config.clip, device)
+    num_classes = data.dataset.num_train_pids
+    prompts = MultiGranularityPromptLearner(
+        num_classes, clip_model, config.levels.n_ctx, config.prompt.template
+    ).to(device)
+    text_encoder = CLIPTextEncoder(
+        clip_model, checkpoint_activations=True, chunk_size=config.text_chunk_size
+    )
+    hierarchical = build_hierarchical_prompt_learning(
+        config,
+        prompts,
+        text_encoder,
+        tuple(clip_model.visual.grid_size),
+        clip_model.visual.output_dim,
+    ).to(device)
+    visual = config.visual_prompts
+    model = CLIPReIDModel(
+        clip_model, num_classes, config.levels.count if visual.enabled else 0, visual.conv_stride
+    ).to(device)
+    transformation = None
+    if visual.enabled:
+        transformation = TransformationLoss(
+            clip_model.visual.transformer.width,
+            clip_model.visual.output_dim,
+            margin=visual.transformation_margin,
+        ).to(device)
+
+    run = start_run(NAME, config, runtime, STAGES)
+    run.track("prompts", prompts)  # not the stage-1 module: it holds the text tower
+    if hierarchical.agents is not None:
+        run.track("agents", hierarchical.agents)
+    run.track("model", model)
+    if transformation is not None:
+        run.track("transformation", transformation)
+    seed_everything(runtime.seed, rank=context.rank)
+
+    # Stage 1: hierarchical prompt learning on features cached from the frozen image encoder.
+    if not run.stage_completed("prompts"):
+        encoder = model.image_encoder
+
+        def encode(images: Tensor) -> list[Tensor]:
+            features = encoder(images)
+            outputs = [features.projected_patches, features.embedding]
+            if hierarchical.needs_attention:
+                outputs.append(last_block_class_attention(encoder, features))
+            return outputs
+
+        model.eval()
+        maps, embeddings, *attention = cache_frozen_features(
+            encode, data.feature_loader(runtime.num_workers), device
+        )
+        pids = torch.tensor([pid for _, pid, _ in data.dataset.train], device=device)
+        batches = make_feature_loader(
+            maps, embeddings, pids, *attention, batch_size=config.data.batch_size, seed=runtime.seed
+        )
+        stage1 = data_parallel(hierarchical)
+
+        def prompt_step(batch: tuple[Tensor, ...]) -> dict[str, Tensor]:
+            hierarchical.train()
+            return stage1(*batch)
+
+        optimizer, scheduler = prompt_stage_optimizer(prompts.parameters(), config.prompt_stage)
+        optimizers: list[torch.optim.Optimizer] = [optimizer]
+        schedulers: list[Any] = [scheduler]
+        if hierarchical.agents is not None:
+            agent_optimizer = torch.optim.Adam(hierarchical.agents.parameters(), lr=config.agent.lr)
+            optimizers.append(agent_optimizer)
+            # The agents learn for the first agent.epochs epochs, then stay fixed.
+            schedulers.append(
+                torch.optim.lr_scheduler.MultiStepLR(
+                    agent_optimizer, [config.agent.epochs], gamma=0.0
+                )
+            )
+        fit_stage(
+            run,
+            "prompts",
+            optimizers,
+            schedulers,
+            batches,
+            prompt_step,
+            epochs=config.prompt_stage.epochs,
+            runtime=runtime,
+            device=device,
+        )
+
+    # Stage 2: collaborative prompt learning; the K levels' text features are fixed targets.
+    level_text = [class_text_features(level, text_encoder) for level in prompts.levels]
+    criterion = clip_reid.build_loss(
+        config.loss,
+        transformation=transformation,
+        transformation_weight=visual.transformation_weight,
+    )
+    metrics = run_image_stage(
+        run,
+        model,
+        criterion,
+        level_text,
+        data,
+        config.image_stage,
+        runtime=runtime,
+        device=device,
+    )
+    results = {NAME: metrics}
+    run.finish(results)
+    return results
+
+
+RECIPE = Recipe(
+    name=NAME,
+    description="MMPL: hierarchical, then collaborative prompt learning (two stages)",
+    config_type=MMPLConfig,
+    presets=PRESETS,
+    train=train,
+    epoch_fields=clip_reid.epoch_fields,  # the same stage sections
+    weights_field="clip.pretrained",
+)

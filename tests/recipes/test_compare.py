@@ -1,0 +1,75 @@
+"""compare_reports and ``python -m reidkit.recipes.compare``: one table from run reports."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from reidkit.recipes import compare_reports
+from reidkit.recipes.compare import main
+
+
+def _write_report(folder: Path, results: dict) -> Path:
+    folder.mkdir(parents=True)
+    path = folder / "report.json"
+    path.write_text(json.dumps({"config": {}, "stages": {}, "results": results}))
+    return folder
+
+
+def _metrics(r1: float, mean_ap: float) -> dict:
+    return {"mAP": mean_ap, "mINP": mean_ap / 2, "R1": r1, "R5": 0.5, "R10": 0.75}
+
+
+def test_a_row_per_rank_result_in_the_order_of_the_runs(tmp_path: Path) -> None:
+    baseline = _write_report(tmp_path / "clip_reid", {"clip_reid": _metrics(0.105, 0.115)})
+    mmpl = _write_report(tmp_path / "run", {"mmpl": _metrics(0.137, 0.137)})
+    aaformer = _write_report(
+        tmp_path / "aa",
+        {"aaformer": {"mAP": 0.2, "R1": 0.3}, "part_maps": "x.png", "patches_per_part": [1, 2]},
+    )
+    table = compare_reports([baseline, mmpl / "report.json", aaformer])
+    assert [row.method for row in table.rows] == ["CLIP-ReID", "MMPL", "AAformer"]
+    assert [row.result for row in table.rows] == ["clip_reid", "mmpl", "aaformer"]
+    assert table.rows[0].metrics["R1"] == 0.105 and table.rows[1].report == mmpl / "report.json"
+    assert table.columns == ("R1", "R5", "R10", "mAP", "mINP")
+    lines = str(table).splitlines()
+    assert lines[0].split() == ["method", "R1", "R5", "R10", "mAP", "mINP"]
+    assert lines[1].split() == ["CLIP-ReID", "10.5", "50.0", "75.0", "11.5", "5.8"]
+    assert lines[3].split() == ["AAformer", "30.0", "-", "-", "20.0", "-"]
+
+
+def test_one_method_in_several_runs_is_told_apart_by_the_folder(tmp_path: Path) -> None:
+    runs = [
+        _write_report(tmp_path / f"seed_{seed}", {"mmpl": _metrics(0.1 * seed, 0.1)})
+        for seed in (1, 2)
+    ]
+    table = compare_reports(runs)
+    assert [row.method for row in table.rows] == ["MMPL (seed_1)", "MMPL (seed_2)"]
+
+
+def test_missing_and_malformed_reports_are_named(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="no report at"):
+        compare_reports([tmp_path / "nowhere"])
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(ValueError, match="is not a JSON report"):
+        compare_reports([tmp_path / "bad.json"])
+    (tmp_path / "list.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match="has no 'results' mapping"):
+        compare_reports([tmp_path / "list.json"])
+    empty = _write_report(tmp_path / "empty", {"part_maps": "x.png"})
+    with pytest.raises(ValueError, match="holds a rank result"):
+        compare_reports([empty])
+    with pytest.raises(ValueError, match="non-empty sequence"):
+        compare_reports(str(empty))  # type: ignore[arg-type]
+
+
+def test_the_command_prints_the_table(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    run = _write_report(tmp_path / "run", {"clip_reid": _metrics(0.25, 0.5)})
+    assert main([str(run)]) == 0
+    assert capsys.readouterr().out.splitlines()[1].split()[:2] == ["CLIP-ReID", "25.0"]
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(tmp_path / "missing")])
+    assert exit_info.value.code == 2
+    assert "no report at" in capsys.readouterr().err

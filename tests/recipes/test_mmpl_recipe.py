@@ -1,0 +1,98 @@
+"""The MMPL recipe's parts: its ablations, the baseline it extends, stage 1 as configured and
+the class-token attention of the last block."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from reidkit.clip import CLIPImageEncoder, CLIPTextEncoder
+from reidkit.prompts import MultiGranularityPromptLearner
+from reidkit.recipes import clip_reid, mmpl
+from tests.clip.tiny_models import tiny_clip
+
+TINY = mmpl.PRESETS["tiny"]
+
+
+def test_the_baseline_shares_every_section_it_has() -> None:
+    baseline = mmpl.baseline_config(TINY)
+    assert baseline == clip_reid.PRESETS["tiny"]
+    assert mmpl.baseline_config(mmpl.PRESETS["paper"]) == clip_reid.PRESETS["paper"]
+    for field in dataclasses.fields(baseline):
+        assert getattr(baseline, field.name) == getattr(TINY, field.name), field.name
+
+
+def test_levels_are_replaced_then_cut() -> None:
+    config = mmpl.select_levels(TINY, 2)
+    assert config.levels == mmpl.LevelsConfig((4, 6), (4, 16), (3, 10))
+    config = mmpl.select_levels(TINY, n_ctx=(2, 3))  # K from n_ctx
+    assert config.levels == mmpl.LevelsConfig((2, 3), (4, 16), (3, 10))
+    with pytest.raises(ValueError, match=r"4 levels need 4 values of n_ctx"):
+        mmpl.select_levels(TINY, 4)
+
+
+def test_the_ablations_switch_off_one_part_each() -> None:
+    assert not mmpl.without_agent(TINY).agent.enabled
+    assert not mmpl.without_alignment(TINY).alignment.enabled
+    assert not mmpl.without_visual_prompts(TINY).visual_prompts.enabled
+    one_level = mmpl.without_hierarchy(TINY)
+    assert one_level.levels == mmpl.LevelsConfig((4,), (4,), (3,))
+    assert not one_level.agent.enabled and not one_level.alignment.enabled
+    assert one_level.visual_prompts == TINY.visual_prompts
+
+
+@pytest.fixture(scope="module")
+def clip_model() -> torch.nn.Module:
+    return tiny_clip(image_size=(64, 32))[0]
+
+
+@pytest.mark.parametrize(
+    ("agent", "alignment", "has_agents", "needs_attention"),
+    [(True, True, True, False), (False, True, False, True), (True, False, False, False)],
+)
+def test_stage_one_holds_the_enabled_parts(
+    clip_model, agent: bool, alignment: bool, has_agents: bool, needs_attention: bool
+) -> None:
+    config = mmpl.select_levels(TINY, 2)
+    config = dataclasses.replace(
+        config,
+        agent=dataclasses.replace(config.agent, enabled=agent),
+        alignment=dataclasses.replace(config.alignment, enabled=alignment),
+    )
+    prompts = MultiGranularityPromptLearner(3, clip_model, config.levels.n_ctx)
+    stage1 = mmpl.build_hierarchical_prompt_learning(
+        config, prompts, CLIPTextEncoder(clip_model), (8, 4), clip_model.visual.output_dim
+    )
+    assert (stage1.agents is not None) == has_agents
+    assert (stage1.alignment is not None) == alignment
+    assert stage1.needs_attention == needs_attention
+    if has_agents:
+        assert [agent.num_selected for agent in stage1.agents] == [3, 10]
+    assert stage1.partition.patch_counts == (4, 16)
+
+
+def test_the_last_block_attention_is_the_class_token_softmax_over_its_input(clip_model) -> None:
+    encoder = CLIPImageEncoder(clip_model, return_layers=(-2,)).eval()
+    block = clip_model.visual.transformer.resblocks[-1]
+    captured = {}
+    handle = block.register_forward_pre_hook(lambda _, inputs: captured.update(x=inputs[0]))
+    images = torch.randn(2, 3, 64, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        features = encoder(images)
+        attention = mmpl.last_block_class_attention(encoder, features)
+    handle.remove()
+    tokens = captured["x"] if captured["x"].shape[0] == 2 else captured["x"].transpose(0, 1)
+    # by hand: heads' query of the class token against every token's key, softmax, head mean
+    attn = block.attn
+    heads, width = attn.num_heads, attn.embed_dim
+    normed = block.ln_1(tokens).double()
+    weight, bias = attn.in_proj_weight.double(), attn.in_proj_bias.double()
+    query = normed[:, :1] @ weight[:width].T + bias[:width]
+    key = normed @ weight[width : 2 * width].T + bias[width : 2 * width]
+    split = lambda x: x.reshape(x.shape[0], x.shape[1], heads, -1).transpose(1, 2)  # noqa: E731
+    scores = split(query) @ split(key).transpose(-1, -2) / (width // heads) ** 0.5
+    expected = scores.softmax(-1).mean(1)[:, 0, 1:9].reshape(2, 4, 2, 1)
+    assert attention.shape == (2, 4, 2, 1)
+    torch.testing.assert_close(attention.double(), expected, atol=1e-5, rtol=1e-4)

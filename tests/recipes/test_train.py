@@ -1,0 +1,36 @@
+"""Recipes trained in one process (slow): MMPL trains its CLIP-ReID baseline into a sub-folder
+exactly as a CLIP-ReID run of its own would, and the two reports compare in one table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from reidkit.recipes import Runtime, clip_reid, compare_reports, get_recipe, mmpl
+
+
+@pytest.mark.slow
+def test_mmpl_with_its_baseline_in_one_process(tmp_path: Path) -> None:
+    config = get_recipe("mmpl").with_epochs(
+        mmpl.PRESETS["tiny"], [("prompts", 2), ("image_encoder", 1)]
+    )
+    runtime = Runtime(output_dir=str(tmp_path / "mmpl"), device="cpu", num_workers=0)
+    results = mmpl.train(config, runtime)
+    report = json.loads((tmp_path / "mmpl" / "report.json").read_text())
+    assert report["results"] == results and set(results) == {"mmpl"}
+
+    # The baseline run, trained first in the same process, is the run clip_reid.train gives
+    # alone: nothing of one run leaks into the next.
+    alone = clip_reid.train(
+        mmpl.baseline_config(config),
+        Runtime(output_dir=str(tmp_path / "alone"), device="cpu", num_workers=0),
+    )
+    baseline = json.loads((tmp_path / "mmpl" / "clip_reid" / "report.json").read_text())
+    assert baseline["results"] == alone
+    assert baseline["config"]["experiment"]["image_stage"]["epochs"] == 1
+
+    table = compare_reports([tmp_path / "mmpl" / "clip_reid", tmp_path / "mmpl"])
+    assert [row.method for row in table.rows] == ["CLIP-ReID", "MMPL"]
+    assert table.rows[1].metrics == results["mmpl"]
