@@ -11,6 +11,8 @@ from typing import NamedTuple
 
 from torch import Tensor, nn
 
+from reidkit import checks
+
 
 class BNNeckOutput(NamedTuple):
     """Output of :class:`BNNeck`.
@@ -38,9 +40,8 @@ class BNNeck(nn.Module):
 
     def __init__(self, in_features: int, num_classes: int) -> None:
         super().__init__()
-        for name, value in (("in_features", in_features), ("num_classes", num_classes)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        checks.check_integer("in_features", in_features, 1)
+        checks.check_integer("num_classes", num_classes, 1)
         self.bn = nn.BatchNorm1d(in_features)
         self.bn.bias.requires_grad_(False)
         self.classifier = nn.Linear(in_features, num_classes, bias=False)
