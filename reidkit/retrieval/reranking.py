@@ -27,9 +27,9 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from reidkit.eval import validation
-from reidkit.eval.distance import pairwise_distance
-from reidkit.eval.validation import ArrayLike
+from reidkit import checks
+from reidkit.checks import ArrayLike
+from reidkit.distances import EuclideanDistance
 
 DistanceRows = Callable[[int, int], Tensor]
 """``rows(start, stop)`` returns the ``(stop - start, N)`` original distances of those points."""
@@ -65,8 +65,8 @@ def k_reciprocal_jaccard_distance(
     Returns:
         ``(N, N)`` float32 distances in [0, 1] on the input's device.
     """
-    points = validation.as_matrix("features_or_dist", features_or_dist)
-    validation.check_finite("features_or_dist", points)
+    points = checks.as_matrix("features_or_dist", features_or_dist)
+    checks.check_finite("features_or_dist", points)
     num = points.shape[0]
     if is_distance and points.shape[1] != num:
         raise ValueError(
@@ -79,9 +79,12 @@ def k_reciprocal_jaccard_distance(
             return points[start:stop].float()
 
     else:
+        if points.dtype in (torch.float16, torch.bfloat16):
+            points = points.float()
+        squared_euclidean = EuclideanDistance(squared=True)
 
         def rows(start: int, stop: int) -> Tensor:
-            return pairwise_distance(points[start:stop], points, "sqeuclidean").float()
+            return squared_euclidean.pairwise(points[start:stop], points).float()
 
     chunk_size = _check_options(num, k1, k2, chunk_size)
     weights = k_reciprocal_features(rows, num, k1, k2, chunk_size)
@@ -122,16 +125,16 @@ def re_ranking(
     Returns:
         ``(Q, G)`` float32 re-ranked distances on the device of ``q_g_dist``.
     """
-    q_g = validation.as_matrix("q_g_dist", q_g_dist)
+    q_g = checks.as_matrix("q_g_dist", q_g_dist)
     num_q, num_g = q_g.shape
-    q_q = validation.as_matrix("q_q_dist", q_q_dist)
-    g_g = validation.as_matrix("g_g_dist", g_g_dist)
+    q_q = checks.as_matrix("q_q_dist", q_q_dist)
+    g_g = checks.as_matrix("g_g_dist", g_g_dist)
     if q_q.shape != (num_q, num_q):
         raise ValueError(f"q_q_dist must have shape ({num_q}, {num_q}), got {tuple(q_q.shape)}")
     if g_g.shape != (num_g, num_g):
         raise ValueError(f"g_g_dist must have shape ({num_g}, {num_g}), got {tuple(g_g.shape)}")
     for name, matrix in (("q_g_dist", q_g), ("q_q_dist", q_q), ("g_g_dist", g_g)):
-        validation.check_finite(name, matrix)
+        checks.check_finite(name, matrix)
     device = q_g.device
 
     def raw_rows(start: int, stop: int) -> Tensor:
@@ -157,8 +160,7 @@ def rerank_from_rows(
     chunk_size: int | None,
 ) -> Tensor:
     """:func:`re_ranking` of the ``Q + G`` points whose raw distance rows ``raw_rows`` gives."""
-    if not isinstance(lambda_value, (int, float)) or not 0 <= lambda_value <= 1:
-        raise ValueError(f"lambda_value must be a number in [0, 1], got {lambda_value!r}")
+    checks.check_number("lambda_value", lambda_value, at_least=0, at_most=1)
     num = num_q + num_g
     chunk_size = _check_options(num, k1, k2, chunk_size)
 
@@ -235,7 +237,7 @@ def k_reciprocal_features(
 def _finite_rows(rows: DistanceRows, start: int, stop: int) -> Tensor:
     """``rows(start, stop)``, checked: finite inputs can still overflow float32 when squared."""
     distances = rows(start, stop)
-    if not validation.is_finite(distances):
+    if not checks.is_finite(distances):
         raise ValueError(
             "re-ranking computes the original distances in float32 and they overflow: keep the "
             "distances below 1.8e19 (the features below about 1e19) or scale them down"
@@ -270,11 +272,11 @@ def _check_options(num: int, k1: int, k2: int, chunk_size: int | None) -> int:
     """Validate ``k1``, ``k2`` and ``chunk_size``; return the chunk size to use."""
     if num < 1:
         raise ValueError("re-ranking needs at least one point, got N = 0")
-    validation.check_positive_int("k1", k1)
-    validation.check_positive_int("k2", k2)
+    checks.check_integer("k1", k1, 1)
+    checks.check_integer("k2", k2, 1)
     if chunk_size is None:
         return max(1, _CHUNK_ELEMENTS // num)
-    validation.check_positive_int("chunk_size", chunk_size)
+    checks.check_integer("chunk_size", chunk_size, 1)
     return chunk_size
 
 
