@@ -131,7 +131,7 @@ class PrototypeMemory(nn.Module):
     ) -> PrototypeMemory:
         """A memory initialised from the features of a whole loader.
 
-        The features come from :func:`reidkit.eval.extract_features` (inference mode, a
+        The features come from :func:`reidkit.retrieval.extract_features` (inference mode, a
         progress bar); the labels are the loader's pids.
 
         Args:
