@@ -6,16 +6,16 @@ A module whose names moved ends with one line::
 
 ``from old.module import re_ranking`` (or ``old.module.re_ranking``) then returns the object
 from its new home and emits, once per old name and process, a :class:`DeprecationWarning`
-that names the old and the new path. Names that did not move raise :class:`AttributeError` as
-usual. A name whose replacement is not the same object (a function whose default or
-signature changed) maps to ``(old_behaviour, "what to use instead")``, the old behaviour given
-as an object or as a dotted path.
+that names the old and the new path, attributed to the line that asked for the name
+(:func:`warnings.warn` skips the import machinery's frames). Names that did not move raise
+:class:`AttributeError` as usual. A name whose replacement is not the same object (a function
+whose default or signature changed) maps to ``(old_behaviour, "what to use instead")``, the
+old behaviour given as an object or as a dotted path.
 """
 
 from __future__ import annotations
 
 import importlib
-import sys
 import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -59,16 +59,3 @@ def moved_names(
         return value
 
     return __getattr__
-
-
-def _importer_level() -> int:
-    """The ``stacklevel`` of the code that asked for the name, for ``__getattr__``'s warning.
-
-    ``from old import name`` reaches ``__getattr__`` through the import machinery's frames;
-    the warning is attributed to the line of the import statement (where Python's default
-    filters show deprecations of ``__main__``), not to the machinery.
-    """
-    level, frame = 2, sys._getframe(2)  # the caller of __getattr__
-    while frame is not None and frame.f_code.co_filename.startswith("<frozen importlib"):
-        level, frame = level + 1, frame.f_back
-    return level
