@@ -29,13 +29,19 @@ _PUBLIC_NAMES: dict[str, str] = {
     "RandomIdentitySampler": "reidkit.data",
     "build_train_transforms": "reidkit.data",
     "build_test_transforms": "reidkit.data",
+    # pairwise geometry (reidkit.distances)
+    "CosineDistance": "reidkit.distances",
+    "EuclideanDistance": "reidkit.distances",
+    "DotProductSimilarity": "reidkit.distances",
+    "get_distance": "reidkit.distances",
+    # retrieval (reidkit.retrieval)
+    "re_ranking": "reidkit.retrieval",
+    "k_reciprocal_jaccard_distance": "reidkit.retrieval",
+    "extract_features": "reidkit.retrieval",
     # evaluation (reidkit.eval)
     "evaluate_rank": "reidkit.eval",
     "RankResult": "reidkit.eval",
-    "re_ranking": "reidkit.eval",
-    "k_reciprocal_jaccard_distance": "reidkit.eval",
     "evaluate_t2i": "reidkit.eval",
-    "extract_features": "reidkit.eval",
     "ReIDEvaluator": "reidkit.eval",
     "evaluate_model": "reidkit.eval",
     "save_rank_grid": "reidkit.eval",
@@ -48,15 +54,15 @@ _PUBLIC_NAMES: dict[str, str] = {
     "SharedContextPromptLearner": "reidkit.prompts",
     "MultiGranularityPromptLearner": "reidkit.prompts",
     "VisualPromptGenerator": "reidkit.prompts",
-    # losses and heads (reidkit.losses)
+    # losses (reidkit.losses) and heads (reidkit.heads)
     "SupConLoss": "reidkit.losses",
     "ImageToTextCrossEntropy": "reidkit.losses",
     "CrossEntropyLabelSmooth": "reidkit.losses",
     "TripletLoss": "reidkit.losses",
-    "BNNeck": "reidkit.losses",
     "TransformationLoss": "reidkit.losses",
     "PCLLoss": "reidkit.losses",
     "CLIPReIDLoss": "reidkit.losses",
+    "BNNeck": "reidkit.heads",
     # patch selection and alignment (reidkit.selection)
     "HierarchicalPatchPartition": "reidkit.selection",
     "InformationSelectorAgent": "reidkit.selection",

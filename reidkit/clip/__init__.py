@@ -3,7 +3,7 @@
 This subpackage imports open_clip; :mod:`reidkit` itself resolves these names lazily.
 """
 
-from reidkit.clip.image_encoder import CLIPImageEncoder, ImageFeatures
+from reidkit.clip.image_encoder import CLIPImageEncoder, ImageFeatures, class_token_attention
 from reidkit.clip.loading import load_clip
 from reidkit.clip.resize import interpolate_positional_embedding, resize_visual_grid
 from reidkit.clip.text_encoder import CLIPTextEncoder, TextFeatures, text_tower
@@ -13,6 +13,7 @@ __all__ = [
     "CLIPTextEncoder",
     "ImageFeatures",
     "TextFeatures",
+    "class_token_attention",
     "interpolate_positional_embedding",
     "load_clip",
     "resize_visual_grid",

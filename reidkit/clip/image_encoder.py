@@ -2,8 +2,9 @@
 
 Besides the projected global feature ``V = I(I)`` (MMPL eq. 1) that ``encode_image`` returns,
 person ReID uses the class token before the projection (for BNNeck and ID heads), the patch
-tokens as a spatial map (for part and patch-level alignment) and intermediate layers. Visual
-prompts ``P_v`` (MMPL eq. 21) are extra tokens that join the sequence
+tokens as a spatial map (for part and patch-level alignment), intermediate layers and the
+class token's attention to the patches in the last block (MMPL's agent-free patch ranking).
+Visual prompts ``P_v`` (MMPL eq. 21) are extra tokens that join the sequence
 ``[CLS, patches, prompts]`` before ``ln_pre`` and take part in every attention layer.
 """
 
@@ -127,6 +128,58 @@ class CLIPImageEncoder(nn.Module):
             layers=layers,
         )
 
+    def class_token_attention(self, features: ImageFeatures) -> Tensor:
+        """Head-averaged attention of the class token to each patch in the last block.
+
+        The last block's attention is recomputed from its input, the output of the block
+        before it, so the encoder must return that layer (``return_layers`` holding ``-2``, as
+        :class:`reidkit.models.CLIPReIDModel`'s encoder does).
+
+        Args:
+            features: this encoder's output for a batch of ``B`` images.
+
+        Returns:
+            ``(B, h, w, 1)`` attention weights on the patch grid (each image's weights over
+            all its tokens sum to 1).
+        """
+        blocks = self.visual.transformer.resblocks
+        before_last = len(blocks) - 2
+        if before_last not in self.return_layers:
+            raise ValueError(
+                "class_token_attention needs the output of the block before the last: build "
+                f"the encoder with -2 among its return_layers, got {self.return_layers}"
+            )
+        block_input = features.layers[self.return_layers.index(before_last)]
+        return class_token_attention(blocks[-1], block_input, tuple(self.visual.grid_size))
+
     def _project(self, features: Tensor) -> Tensor:
         projection = self.visual.proj
         return features if projection is None else features @ projection
+
+
+def class_token_attention(block: nn.Module, tokens: Tensor, map_size: tuple[int, int]) -> Tensor:
+    """Head-averaged attention of the class token to each patch token in ``block``.
+
+    Args:
+        block: an open_clip ``ResidualAttentionBlock`` (with ``ln_1`` and an
+            ``nn.MultiheadAttention`` ``attn``), batch first or sequence first.
+        tokens: ``(B, 1 + h * w + K, width)`` input of ``block``, batch first, class token
+            first and any ``K`` prompt tokens last.
+        map_size: ``(h, w)`` of the patch grid.
+
+    Returns:
+        ``(B, h, w, 1)`` attention weights (each image's weights over all tokens sum to 1).
+    """
+    height, width = map_size
+    if tokens.dim() != 3 or tokens.shape[1] < 1 + height * width:
+        raise ValueError(
+            f"tokens must have shape (B, >= {1 + height * width}, width), got {tuple(tokens.shape)}"
+        )
+    attention: nn.MultiheadAttention = block.attn
+    normed = block.ln_1(tokens)
+    if not attention.batch_first:
+        normed = normed.transpose(0, 1)
+    query = normed[:1] if not attention.batch_first else normed[:, :1]
+    _, weights = attention(query, normed, normed, need_weights=True, average_attn_weights=True)
+    patch_weights = weights[:, 0, 1 : 1 + height * width]
+    return patch_weights.reshape(tokens.shape[0], height, width, 1)

@@ -21,6 +21,7 @@ from open_clip.model import convert_to_custom_text_state_dict
 from open_clip.tokenizer import HFTokenizer
 from torch import Tensor, nn
 
+from reidkit import checks
 from reidkit.clip.resize import INTERPOLATION_MODES, resize_visual_grid
 
 PRECISIONS = ("fp32", "fp16", "bf16", "pure_fp16", "pure_bf16")
@@ -72,12 +73,8 @@ def load_clip(
         ValueError: unknown ``name``, bad ``precision``, a checkpoint whose keys or shapes do not
             match the model, or resizing asked of a non-ViT vision tower.
     """
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    if interpolation not in INTERPOLATION_MODES:
-        raise ValueError(
-            f"interpolation must be one of {INTERPOLATION_MODES}, got {interpolation!r}"
-        )
+    checks.check_choice("precision", precision, PRECISIONS)
+    checks.check_choice("interpolation", interpolation, INTERPOLATION_MODES)
 
     def regrid(model: nn.Module) -> None:
         if image_size is not None or stride is not None:

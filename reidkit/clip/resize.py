@@ -13,8 +13,12 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from open_clip.transformer import VisionTransformer
 from torch import Tensor, nn
+
+from reidkit import checks
+from reidkit._deprecation import moved_names
 
 INTERPOLATION_MODES = ("bilinear", "bicubic")
 
@@ -22,17 +26,19 @@ INTERPOLATION_MODES = ("bilinear", "bicubic")
 def as_pair(name: str, value: int | tuple[int, int]) -> tuple[int, int]:
     """Return ``value`` as ``(height, width)`` positive integers, or raise naming ``name``."""
     pair = (value, value) if isinstance(value, int) else tuple(value)
-    if len(pair) != 2 or not all(
-        isinstance(item, int) and not isinstance(item, bool) and item > 0 for item in pair
-    ):
+    if len(pair) != 2 or not all(checks.is_integer(item) and item > 0 for item in pair):
         raise ValueError(f"{name} must be a positive int or a (height, width) pair, got {value!r}")
     return pair
 
 
-def patch_grid(
+def patch_embedding_grid(
     image_size: tuple[int, int], patch_size: tuple[int, int], stride: tuple[int, int]
 ) -> tuple[int, int]:
-    """Number of patch rows and columns, ``((H - P) // S + 1, (W - P) // S + 1)``."""
+    """The token grid of a strided patch embedding: ``((H - P) // S + 1, (W - P) // S + 1)``.
+
+    (Not to be confused with :func:`reidkit.selection.partition_grid`, which cuts a token
+    grid into equal patches.)
+    """
     return (
         (image_size[0] - patch_size[0]) // stride[0] + 1,
         (image_size[1] - patch_size[1]) // stride[1] + 1,
@@ -61,23 +67,22 @@ def interpolate_positional_embedding(
         ``(1 + h1 * w1, width)`` in the dtype of ``positional_embedding`` (the interpolation
         itself runs in float32).
     """
-    if mode not in INTERPOLATION_MODES:
-        raise ValueError(f"mode must be one of {INTERPOLATION_MODES}, got {mode!r}")
+    checks.check_choice("mode", mode, INTERPOLATION_MODES)
     if positional_embedding.dim() != 2:
         raise ValueError(
             "positional_embedding must have shape (1 + h * w, width), got "
             f"{tuple(positional_embedding.shape)}"
         )
-    tokens, width = positional_embedding.shape
+    tokens = positional_embedding.shape[0]
     if tokens != 1 + old_grid[0] * old_grid[1]:
         raise ValueError(
             f"positional_embedding must have 1 + {old_grid[0]} * {old_grid[1]} rows for grid "
             f"{old_grid}, got shape {tuple(positional_embedding.shape)}"
         )
     class_row, grid = positional_embedding[:1], positional_embedding[1:]
-    grid = grid.float().reshape(1, old_grid[0], old_grid[1], width).permute(0, 3, 1, 2)
+    grid = rearrange(grid.float(), "(h w) c -> 1 c h w", h=old_grid[0])
     grid = F.interpolate(grid, size=new_grid, mode=mode, align_corners=False)
-    grid = grid.permute(0, 2, 3, 1).reshape(new_grid[0] * new_grid[1], width)
+    grid = rearrange(grid, "1 c h w -> (h w) c")
     return torch.cat([class_row, grid.to(positional_embedding.dtype)])
 
 
@@ -109,10 +114,7 @@ def resize_visual_grid(
             "only ViT visual towers can be resized; the model's visual tower is a "
             f"{type(visual).__name__}"
         )
-    if interpolation not in INTERPOLATION_MODES:
-        raise ValueError(
-            f"interpolation must be one of {INTERPOLATION_MODES}, got {interpolation!r}"
-        )
+    checks.check_choice("interpolation", interpolation, INTERPOLATION_MODES)
     height, width = as_pair("image_size", image_size)
     patch = tuple(visual.conv1.kernel_size)
     new_stride = patch if stride is None else as_pair("stride", stride)
@@ -123,7 +125,7 @@ def resize_visual_grid(
 
     if tuple(visual.conv1.stride) != new_stride:
         visual.conv1 = _restrided_conv(visual.conv1, new_stride)
-    new_grid = patch_grid((height, width), patch, new_stride)
+    new_grid = patch_embedding_grid((height, width), patch, new_stride)
     old_grid = tuple(visual.grid_size)
     if new_grid != old_grid:
         old = visual.positional_embedding
@@ -154,3 +156,6 @@ def _restrided_conv(conv: nn.Conv2d, stride: tuple[int, int]) -> nn.Conv2d:
     restrided.load_state_dict(conv.state_dict())
     restrided.requires_grad_(conv.weight.requires_grad)
     return restrided
+
+
+__getattr__ = moved_names(__name__, {"patch_grid": "reidkit.clip.resize.patch_embedding_grid"})

@@ -13,6 +13,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
+from reidkit import checks
 from reidkit.clip.transformer import run_transformer
 
 POOL_TYPES = ("argmax", "eos", "first", "last")
@@ -83,10 +84,7 @@ class CLIPTextEncoder(nn.Module):
         chunk_size: int | None = None,
     ) -> None:
         super().__init__()
-        if chunk_size is not None and (
-            isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
-        ):
-            raise ValueError(f"chunk_size must be None or an integer >= 1, got {chunk_size!r}")
+        checks.check_integer("chunk_size", chunk_size, 1, optional=True)
         tower = text_tower(clip_model)
         self.transformer = tower.transformer
         self.positional_embedding = tower.positional_embedding
@@ -143,6 +141,23 @@ class CLIPTextEncoder(nn.Module):
             torch.cat([chunk.sentence for chunk in chunks]),
             torch.cat([chunk.tokens for chunk in chunks]),
         )
+
+    def encode_trimmed(self, embeddings: Tensor, token_ids: Tensor) -> TextFeatures:
+        """:meth:`forward` on the prompts cut after the last pooled position.
+
+        With CLIP's causal text transformer no output up to the pooled (end-of-text) token
+        depends on the padding after it, so the batch is cut after the last pooled position
+        before encoding (77 -> about 15 tokens for CLIP's template): the same sentence
+        features, and the same token features up to that position, at a fraction of the cost.
+        Without a causal mask or with ``"first"``/``"last"`` pooling nothing is cut.
+
+        Returns:
+            :class:`TextFeatures` with ``tokens`` ``(B, L', embed_dim)``, ``L' <= L``.
+        """
+        if self.attn_mask is not None and self.pool_type in ("argmax", "eos"):
+            length = int(self.pooled_positions(token_ids).max()) + 1
+            embeddings, token_ids = embeddings[:, :length], token_ids[:, :length]
+        return self(embeddings, token_ids)
 
     def _encode(self, embeddings: Tensor, token_ids: Tensor) -> TextFeatures:
         length = embeddings.shape[1]

@@ -14,6 +14,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from reidkit import checks
+
 
 def check_layer_indices(transformer: nn.Module, return_layers: Sequence[int]) -> tuple[int, ...]:
     """Validate block indices (negative ones count from the end) and make them non-negative.
@@ -28,7 +30,7 @@ def check_layer_indices(transformer: nn.Module, return_layers: Sequence[int]) ->
     depth = len(transformer.resblocks)
     indices = []
     for index in return_layers:
-        if isinstance(index, bool) or not isinstance(index, int) or not -depth <= index < depth:
+        if not checks.is_integer(index) or not -depth <= index < depth:
             raise ValueError(
                 f"return_layers must hold block indices in [-{depth}, {depth}), got {index!r}"
             )

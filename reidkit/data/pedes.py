@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from reidkit import checks
 from reidkit.data.splits import locate_dataset_root
 from reidkit.data.text_splits import TEXT_SPLITS, CaptionedImage, TextReIDSplits
 
@@ -103,7 +104,7 @@ def _read_entry(entry: Any, where: str, path_key: str) -> tuple[str, str, int, t
         raise ValueError(f"{where} has {path_key}={relative_path!r}; expected a relative path")
     if split not in TEXT_SPLITS:
         raise ValueError(f"{where} has split={split!r}; expected one of {list(TEXT_SPLITS)}")
-    if not isinstance(pid, int) or isinstance(pid, bool):
+    if not checks.is_integer(pid):
         raise ValueError(f"{where} has id={pid!r}; expected an integer person id")
     if (
         not isinstance(captions, list)

@@ -28,6 +28,7 @@ from typing import Any, Protocol
 
 import torch
 
+from reidkit import checks
 from reidkit.distributed import (
     all_gather_object,
     barrier,
@@ -254,8 +255,7 @@ class CheckpointManager:
         return obj
 
     def _stage_index(self, stage: str) -> int:
-        if stage not in self.stages:
-            raise ValueError(f"stage must be one of {self.stages}, got {stage!r}")
+        checks.check_choice("stage", stage, self.stages)
         return self.stages.index(stage)
 
     def save(
@@ -321,7 +321,7 @@ class CheckpointManager:
         stage, epoch, finished = payload["stage"], payload["epoch"], payload["stage_finished"]
         if stage not in self.stages:
             raise self._error(f"was written in stage {stage!r}, not one of {self.stages}")
-        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+        if not checks.is_integer(epoch) or epoch < 0:
             raise self._error(f"has epoch {epoch!r}; expected an integer >= 0")
         if not isinstance(finished, bool):
             raise self._error(f"has stage_finished {finished!r}; expected a bool")

@@ -15,6 +15,7 @@ from typing import TypeVar
 
 from tqdm.auto import tqdm
 
+from reidkit import checks
 from reidkit.distributed import get_rank, is_main_process
 
 T = TypeVar("T")
@@ -85,7 +86,7 @@ def format_metrics(metrics: Mapping[str, float]) -> str:
     ``"loss 1.2346 | lr 3.50e-04 | skipped_steps 0"`` (integers as integers)."""
     parts = []
     for name, value in metrics.items():
-        if isinstance(value, int) and not isinstance(value, bool):
+        if checks.is_integer(value):
             parts.append(f"{name} {value}")
             continue
         value = float(value)

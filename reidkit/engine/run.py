@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from reidkit import checks
 from reidkit.distributed import barrier, broadcast_object, is_main_process
 from reidkit.engine.checkpoint import (
     CheckpointManager,
@@ -91,12 +92,8 @@ class TrainingRun:
         eval_every: int = 0,
         checkpoint_every: int = 1,
     ) -> None:
-        for name, value, low in (
-            ("eval_every", eval_every, 0),
-            ("checkpoint_every", checkpoint_every, 1),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        checks.check_integer("eval_every", eval_every, 0)
+        checks.check_integer("checkpoint_every", checkpoint_every, 1)
         self.output_dir = Path(output_dir)
         self.eval_every = eval_every
         self.checkpoint_every = checkpoint_every
@@ -170,8 +167,7 @@ class TrainingRun:
         Returns:
             The metrics of the stage's latest evaluation (``{}`` without one).
         """
-        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
-            raise ValueError(f"epochs must be an integer >= 0, got {epochs!r}")
+        checks.check_integer("epochs", epochs, 0)
         if self.stage_completed(stage):
             self.logger.info("[%s] already completed by the resumed checkpoint; skipped", stage)
             return self.report.last_evaluation(stage)

@@ -28,12 +28,12 @@ from collections.abc import Sequence
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
+from reidkit import checks
+
 
 def _check_warmup(warmup_epochs: int, warmup_start_factor: float) -> None:
-    if isinstance(warmup_epochs, bool) or not isinstance(warmup_epochs, int) or warmup_epochs < 0:
-        raise ValueError(f"warmup_epochs must be an integer >= 0, got {warmup_epochs!r}")
-    if not 0 < warmup_start_factor <= 1:
-        raise ValueError(f"warmup_start_factor must be in (0, 1], got {warmup_start_factor!r}")
+    checks.check_integer("warmup_epochs", warmup_epochs, 0)
+    checks.check_number("warmup_start_factor", warmup_start_factor, above=0, at_most=1)
 
 
 class _WarmupScheduler(LRScheduler, ABC):
@@ -91,8 +91,7 @@ class WarmupMultiStepLR(_WarmupScheduler):
         milestones = list(milestones)
         if any(b <= a for a, b in itertools.pairwise(milestones)) or any(m < 0 for m in milestones):
             raise ValueError(f"milestones must be increasing integers >= 0, got {milestones!r}")
-        if not 0 < gamma <= 1:
-            raise ValueError(f"gamma must be in (0, 1], got {gamma!r}")
+        checks.check_number("gamma", gamma, above=0, at_most=1)
         self.milestones = milestones
         self.gamma = gamma
         super().__init__(optimizer, warmup_epochs, warmup_start_factor, last_epoch)
@@ -122,14 +121,12 @@ class WarmupCosineLR(_WarmupScheduler):
         final_factor: float = 0.0,
         last_epoch: int = -1,
     ) -> None:
-        if isinstance(total_epochs, bool) or not isinstance(total_epochs, int):
-            raise ValueError(f"total_epochs must be an integer, got {total_epochs!r}")
+        checks.check_integer("total_epochs", total_epochs)
         if isinstance(warmup_epochs, int) and total_epochs <= warmup_epochs:
             raise ValueError(
                 f"total_epochs must exceed warmup_epochs={warmup_epochs}, got {total_epochs}"
             )
-        if not 0 <= final_factor <= 1:
-            raise ValueError(f"final_factor must be in [0, 1], got {final_factor!r}")
+        checks.check_number("final_factor", final_factor, at_least=0, at_most=1)
         self.total_epochs = total_epochs
         self.final_factor = final_factor
         super().__init__(optimizer, warmup_epochs, warmup_start_factor, last_epoch)

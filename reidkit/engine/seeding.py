@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from reidkit import checks
+
 
 def seed_everything(seed: int, *, rank: int = 0, deterministic: bool = False) -> int:
     """Seed Python's ``random``, NumPy and torch (CPU and every CUDA device).
@@ -27,8 +29,7 @@ def seed_everything(seed: int, *, rank: int = 0, deterministic: bool = False) ->
     Returns:
         The seed actually used, ``seed + rank``.
     """
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+    checks.check_integer("seed", seed, 0)
     value = seed + rank
     random.seed(value)
     np.random.seed(value % 2**32)  # noqa: NPY002

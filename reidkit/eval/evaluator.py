@@ -8,12 +8,14 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from reidkit import checks
+from reidkit.checks import ArrayLike
+from reidkit.distances import Distance, get_distance
 from reidkit.eval import validation
-from reidkit.eval.distance import pairwise_distance
-from reidkit.eval.features import extract_features
 from reidkit.eval.rank import RankResult, evaluate_rank
-from reidkit.eval.reranking import rerank_from_rows
-from reidkit.eval.validation import ArrayLike, IdArray
+from reidkit.eval.validation import IdArray
+from reidkit.retrieval.features import extract_features
+from reidkit.retrieval.reranking import rerank_from_rows
 
 _CHUNK_ELEMENTS = 1 << 24  # distance entries computed per chunk of queries
 
@@ -26,9 +28,13 @@ class ReIDEvaluator:
 
     Args:
         num_query: number of query samples.
-        metric: ``"cosine"`` (``1 - cos``) or ``"euclidean"``.
+        metric: a :class:`~reidkit.distances.Distance` or its name (see
+            :func:`~reidkit.distances.get_distance`): ``"cosine"`` (``1 - cos``, the default),
+            ``"euclidean"``, ``"sqeuclidean"``, or a similarity such as ``"dot"`` (ranked by
+            decreasing similarity).
         re_rank: apply k-reciprocal re-ranking (:func:`reidkit.re_ranking`) to the distances;
-            the gallery-gallery distances are computed chunk by chunk, never stored.
+            the gallery-gallery distances are computed chunk by chunk, never stored. Needs a
+            distance, not a similarity.
         k1, k2, lambda_value: re-ranking parameters.
         max_rank: length of the CMC curve.
 
@@ -42,7 +48,7 @@ class ReIDEvaluator:
     def __init__(
         self,
         num_query: int,
-        metric: str = "cosine",
+        metric: str | Distance = "cosine",
         *,
         re_rank: bool = False,
         k1: int = 20,
@@ -50,12 +56,14 @@ class ReIDEvaluator:
         lambda_value: float = 0.3,
         max_rank: int = 50,
     ) -> None:
-        validation.check_positive_int("num_query", num_query)
-        if metric not in ("cosine", "euclidean"):
-            raise ValueError(f"metric must be 'cosine' or 'euclidean', got {metric!r}")
-        validation.check_positive_int("max_rank", max_rank)
+        checks.check_integer("num_query", num_query, 1)
+        self.metric = get_distance(metric, "metric")
+        if re_rank and self.metric.is_inverted:
+            raise ValueError(
+                f"re_rank needs a distance (smaller is closer), got the similarity {self.metric}"
+            )
+        checks.check_integer("max_rank", max_rank, 1)
         self.num_query = num_query
-        self.metric = metric
         self.re_rank = re_rank
         self.k1, self.k2, self.lambda_value = k1, k2, lambda_value
         self.max_rank = max_rank
@@ -73,8 +81,8 @@ class ReIDEvaluator:
         Ids are integers, or strings or other hashable ids as :func:`reidkit.evaluate_rank`
         accepts them; every batch must hold the same kind of id as the first.
         """
-        batch = validation.as_matrix("features", features)
-        validation.check_finite("features", batch)
+        batch = checks.as_matrix("features", features)
+        checks.check_finite("features", batch)
         batch_pids = _ids_like("pids", pids, batch.shape[0], self._pids)
         batch_camids = _ids_like("camids", camids, batch.shape[0], self._camids)
         self._features.append(batch.float().cpu())
@@ -87,7 +95,10 @@ class ReIDEvaluator:
         return sum(batch.shape[0] for batch in self._features)
 
     def distances(self) -> Tensor:
-        """``(Q, G)`` query-gallery distances (re-ranked if ``re_rank``), float32 on the CPU."""
+        """``(Q, G)`` query-gallery distances (re-ranked if ``re_rank``), float32 on the CPU.
+
+        For a similarity metric, the negated similarities.
+        """
         if self.num_samples <= self.num_query:
             raise ValueError(
                 f"need more than num_query={self.num_query} samples (queries then gallery), "
@@ -97,15 +108,16 @@ class ReIDEvaluator:
         query, gallery = features[: self.num_query], features[self.num_query :]
         if not self.re_rank:
             step = max(1, _CHUNK_ELEMENTS // gallery.shape[0])
-            return torch.cat(
+            distances = torch.cat(
                 [
-                    pairwise_distance(query[s : s + step], gallery, self.metric)
+                    self.metric.pairwise(query[s : s + step], gallery)
                     for s in range(0, query.shape[0], step)
                 ]
             )
+            return distances.neg_() if self.metric.is_inverted else distances
 
         def raw_rows(start: int, stop: int) -> Tensor:
-            return pairwise_distance(features[start:stop], features, self.metric)
+            return self.metric.pairwise(features[start:stop], features)
 
         return rerank_from_rows(
             raw_rows,
@@ -147,7 +159,7 @@ def evaluate_model(
     loader: Iterable[Sequence],
     num_query: int,
     *,
-    metric: str = "cosine",
+    metric: str | Distance = "cosine",
     flip: bool = False,
     normalize: bool = False,
     re_rank: bool = False,

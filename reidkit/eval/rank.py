@@ -25,8 +25,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from reidkit import checks
+from reidkit.checks import ArrayLike
 from reidkit.eval import validation
-from reidkit.eval.validation import ArrayLike
 
 _CHUNK_ELEMENTS = 1 << 22  # distances per chunk of queries (about 100 MB of temporaries)
 _ITEMS_PER_BIN = 4  # average gallery items per histogram bin
@@ -53,8 +54,7 @@ class RankResult:
 
     def rank(self, k: int) -> float:
         """Rank-``k`` accuracy, ``cmc[k - 1]``."""
-        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= len(self.cmc):
-            raise ValueError(f"k must be an integer in [1, {len(self.cmc)}], got {k!r}")
+        checks.check_integer("k", k, 1, len(self.cmc))
         return float(self.cmc[k - 1])
 
     def summary(self, ranks: tuple[int, ...] = (1, 5, 10)) -> str:
@@ -124,7 +124,7 @@ def _evaluate(
     """:func:`evaluate_rank` of ``distmat``, or of ``-distmat`` when ``is_similarity``;
     ``q_camids = g_camids = None`` removes no junk (text-to-image)."""
     matrix_name = "similarity" if is_similarity else "distmat"
-    distances = validation.as_matrix(matrix_name, distmat)
+    distances = checks.as_matrix(matrix_name, distmat)
     num_q, num_g = distances.shape
     if num_q == 0 or num_g == 0:
         raise ValueError(f"{matrix_name} must have Q >= 1 and G >= 1, got {tuple(distances.shape)}")
@@ -138,10 +138,10 @@ def _evaluate(
         q_cams_t, g_cams_t = validation.as_paired_labels(
             ("q_camids", "g_camids"), q_camids, g_camids, (num_q, num_g), device
         )
-    validation.check_positive_int("max_rank", max_rank)
+    checks.check_integer("max_rank", max_rank, 1)
     if chunk_size is None:
         chunk_size = max(1, _CHUNK_ELEMENTS // num_g)
-    validation.check_positive_int("chunk_size", chunk_size)
+    checks.check_integer("chunk_size", chunk_size, 1)
 
     groups = IdentityGroups(q_pids_t, g_pids_t)
     is_match = groups.valid
@@ -159,7 +159,7 @@ def _evaluate(
         if is_similarity:
             chunk = -chunk
         low, high = chunk.amin(dim=1, keepdim=True), chunk.amax(dim=1, keepdim=True)
-        validation.check_finite(matrix_name, torch.cat([low, high]))  # NaN propagates to both
+        checks.check_finite(matrix_name, torch.cat([low, high]))  # NaN propagates to both
         if not bool(torch.isfinite(high - low).all()):  # a float32 range beyond float32
             chunk, low, high = chunk.double(), low.double(), high.double()
         ap, inp, first_rank = match_ranks(

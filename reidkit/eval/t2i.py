@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from reidkit.checks import ArrayLike
 from reidkit.eval.rank import RankResult, _evaluate
-from reidkit.eval.validation import ArrayLike
 
 
 def evaluate_t2i(

@@ -1,10 +1,9 @@
-"""Argument checks and conversions shared by the evaluation entry points.
+"""Identity and camera ids of the evaluation entry points: checks and encoding.
 
-Evaluation accepts numpy arrays, torch tensors or (nested) lists of numbers, and identity or
-camera ids that are integers, strings or other hashable objects. Every check raises
-:class:`ValueError` naming the argument and the expected shape, so a transposed distance matrix
-or a label vector of the wrong length fails at the call instead of producing a plausible but
-wrong score.
+Evaluation accepts identity or camera ids that are integers, strings or other hashable objects
+(matrices go through :func:`reidkit.checks.as_matrix`). Every check raises :class:`ValueError`
+naming the argument and the expected shape, so a label vector of the wrong length fails at the
+call instead of producing a plausible but wrong score.
 """
 
 from __future__ import annotations
@@ -13,26 +12,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-ArrayLike = Tensor | np.ndarray | list
+from reidkit import checks
+from reidkit._deprecation import moved_names
+from reidkit.checks import ArrayLike
+
 IdArray = Tensor | np.ndarray
 """Ids after :func:`as_ids`: an int64 tensor, or a numpy array of strings, bytes or objects."""
 
 _ID_KINDS = {"U": "string", "S": "bytes", "O": "object"}  # numpy dtype kinds of non-integer ids
-
-METRICS = ("cosine", "euclidean", "sqeuclidean")
-
-
-def as_matrix(name: str, values: ArrayLike) -> Tensor:
-    """``values`` as a floating ``(M, N)`` tensor without copying (numpy shares its memory).
-
-    Half-precision tensors are kept as they are; callers convert chunk by chunk.
-    """
-    tensor = _as_tensor(name, values)
-    if tensor.dim() != 2:
-        raise ValueError(f"{name} must have shape (M, N), got shape {tuple(tensor.shape)}")
-    if not tensor.is_floating_point():
-        raise ValueError(f"{name} must hold floating-point values, got dtype {tensor.dtype}")
-    return tensor
 
 
 def as_ids(name: str, values: ArrayLike, length: int) -> IdArray:
@@ -118,43 +105,24 @@ def as_paired_labels(
     return encoded_tensor[: lengths[0]], encoded_tensor[lengths[0] :]
 
 
-def check_positive_int(name: str, value: int, minimum: int = 1) -> None:
-    """Raise unless ``value`` is an integer ``>= minimum``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+def _check_positive_int(name: str, value: int, minimum: int = 1) -> None:
+    """The former ``check_positive_int``: an integer ``>= minimum`` (1 by default)."""
+    checks.check_integer(name, value, minimum)
 
 
-def check_metric(metric: str) -> None:
-    """Raise unless ``metric`` is one of :data:`METRICS`."""
-    if metric not in METRICS:
-        raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+def _check_metric(metric: str) -> None:
+    """The former ``check_metric``: one of the evaluation's distance names."""
+    checks.check_choice("metric", metric, ("cosine", "euclidean", "sqeuclidean"))
 
 
-def check_finite(name: str, values: Tensor) -> None:
-    """Raise if ``values`` holds NaN or infinity."""
-    if not is_finite(values):
-        raise ValueError(f"{name} must be finite; found NaN or inf")
-
-
-def is_finite(values: Tensor) -> bool:
-    """Whether ``values`` holds no NaN and no infinity.
-
-    Reads the extremes only (NaN propagates through them), so no boolean copy of a large
-    distance matrix is made.
-    """
-    if values.numel() == 0:
-        return True
-    return bool(torch.isfinite(torch.stack([values.amin(), values.amax()])).all())
-
-
-def _as_tensor(name: str, values: ArrayLike) -> Tensor:
-    if isinstance(values, Tensor):
-        return values.detach()
-    if isinstance(values, (list, tuple)):
-        values = np.asarray(values)
-    if isinstance(values, np.ndarray) and values.dtype.kind in "biufc":
-        return torch.from_numpy(np.ascontiguousarray(values))
-    described = f"dtype {values.dtype}" if isinstance(values, np.ndarray) else type(values).__name__
-    raise ValueError(
-        f"{name} must be a numpy array, a torch tensor or a list of numbers, got {described}"
-    )
+__getattr__ = moved_names(
+    __name__,
+    {
+        "as_matrix": "reidkit.checks.as_matrix",
+        "check_finite": "reidkit.checks.check_finite",
+        "is_finite": "reidkit.checks.is_finite",
+        "check_positive_int": (_check_positive_int, "reidkit.checks.check_integer"),
+        "check_metric": (_check_metric, "reidkit.distances.get_distance"),
+        "METRICS": (("cosine", "euclidean", "sqeuclidean"), "reidkit.distances.DISTANCE_NAMES"),
+    },
+)

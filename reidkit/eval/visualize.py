@@ -8,8 +8,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from reidkit import checks
+from reidkit.checks import ArrayLike
 from reidkit.eval import validation
-from reidkit.eval.validation import ArrayLike
 
 CORRECT_COLOUR = "#2ca02c"  # green border: same identity as the query
 WRONG_COLOUR = "#d62728"  # red border: another identity
@@ -33,7 +34,7 @@ def ranked_gallery(
         ``(len(query_indices), k)`` int64 gallery indices and boolean correctness, with
         ``k = min(topk, G)``; rows with fewer kept items are padded with index -1.
     """
-    distances = validation.as_matrix("distmat", distmat)
+    distances = checks.as_matrix("distmat", distmat)
     num_q, num_g = distances.shape
     device = distances.device
     lengths = (num_q, num_g)
@@ -43,7 +44,7 @@ def ranked_gallery(
     q_cam, g_cam = validation.as_paired_labels(
         ("q_camids", "g_camids"), q_camids, g_camids, lengths, device
     )
-    validation.check_positive_int("topk", topk)
+    checks.check_integer("topk", topk, 1)
     rows = torch.as_tensor(list(query_indices), dtype=torch.int64, device=device)
     if rows.numel() and (int(rows.min()) < 0 or int(rows.max()) >= num_q):
         raise ValueError(f"query_indices must lie in [0, {num_q - 1}], got {rows.tolist()}")
@@ -95,7 +96,7 @@ def save_rank_grid(
     import matplotlib.pyplot as plt
     from PIL import Image
 
-    num_q, num_g = validation.as_matrix("distmat", distmat).shape
+    num_q, num_g = checks.as_matrix("distmat", distmat).shape
     if len(query_paths) != num_q or len(gallery_paths) != num_g:
         raise ValueError(
             f"query_paths and gallery_paths must have {num_q} and {num_g} entries, got "

@@ -1,14 +1,17 @@
-"""What every reidkit loss shares: argument checks and the reduction over samples.
+"""What every reidkit loss shares: the reduction over samples.
 
 A loss computes one value per anchor (row) and a mask of the rows that have a defined loss
 (e.g. a triplet anchor without a positive); :meth:`ReductionLoss.reduce` turns them into the
-result the ``reduction`` argument asks for.
+result the ``reduction`` argument asks for. Argument checks live in :mod:`reidkit.checks`.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+
+from reidkit import checks
+from reidkit._deprecation import moved_names
 
 REDUCTIONS = ("mean", "sum", "none")
 
@@ -23,8 +26,7 @@ class ReductionLoss(nn.Module):
 
     def __init__(self, reduction: str = "mean") -> None:
         super().__init__()
-        if reduction not in REDUCTIONS:
-            raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+        checks.check_choice("reduction", reduction, REDUCTIONS)
         self.reduction = reduction
 
     def reduce(self, losses: Tensor, valid: Tensor | None = None) -> Tensor:
@@ -53,30 +55,11 @@ def at_least_float32(tensor: Tensor) -> Tensor:
     return tensor.to(torch.promote_types(tensor.dtype, torch.float32))
 
 
-def check_features(name: str, features: Tensor) -> None:
-    """``features`` must be a floating ``(N, D)`` tensor."""
-    if not isinstance(features, Tensor) or features.dim() != 2 or not features.is_floating_point():
-        raise ValueError(
-            f"{name} must be a floating-point tensor of shape (N, D), got {describe(features)}"
-        )
-
-
-def check_labels(name: str, labels: Tensor, count: int) -> None:
-    """``labels`` must be an integer ``(count,)`` tensor."""
-    if (
-        not isinstance(labels, Tensor)
-        or labels.shape != (count,)
-        or labels.is_floating_point()
-        or labels.is_complex()
-        or labels.dtype == torch.bool
-    ):
-        raise ValueError(
-            f"{name} must be an integer tensor of shape ({count},), got {describe(labels)}"
-        )
-
-
-def describe(value: object) -> str:
-    """``"shape (N, D) and dtype torch.float32"`` for a tensor, the type's name otherwise."""
-    if isinstance(value, Tensor):
-        return f"shape {tuple(value.shape)} and dtype {value.dtype}"
-    return type(value).__name__
+__getattr__ = moved_names(
+    __name__,
+    {
+        "check_features": "reidkit.checks.check_float_matrix",
+        "check_labels": "reidkit.checks.check_labels",
+        "describe": "reidkit.checks.describe",
+    },
+)

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from reidkit.losses.label_smoothing import CrossEntropyLabelSmooth
+from reidkit.losses.multi_granularity import multi_granularity_loss
 from reidkit.losses.text_cross_entropy import ImageToTextCrossEntropy
 from reidkit.losses.transformation import TransformationLoss
 from reidkit.losses.triplet import TripletLoss
@@ -115,8 +116,6 @@ class CLIPReIDLoss(nn.Module):
         Returns:
             :class:`CLIPReIDLossOutput`: the total and the named terms.
         """
-        from reidkit.selection.objectives import multi_granularity_loss  # selection imports losses
-
         levels = [text_features] if isinstance(text_features, Tensor) else list(text_features)
         if not logits or not triplet_features:
             raise ValueError("logits and triplet_features must each hold at least one tensor")

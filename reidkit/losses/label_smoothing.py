@@ -9,7 +9,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from reidkit.losses.base import ReductionLoss, at_least_float32, check_features, check_labels
+from reidkit import checks
+from reidkit.losses.base import ReductionLoss, at_least_float32
 
 
 class CrossEntropyLabelSmooth(ReductionLoss):
@@ -25,24 +26,20 @@ class CrossEntropyLabelSmooth(ReductionLoss):
         self, epsilon: float = 0.1, num_classes: int | None = None, reduction: str = "mean"
     ) -> None:
         super().__init__(reduction)
-        if not 0 <= epsilon < 1:
-            raise ValueError(f"epsilon must be in [0, 1), got {epsilon!r}")
-        if num_classes is not None and (
-            isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1
-        ):
-            raise ValueError(f"num_classes must be None or an integer >= 1, got {num_classes!r}")
+        checks.check_number("epsilon", epsilon, at_least=0, below=1)
+        checks.check_integer("num_classes", num_classes, 1, optional=True)
         self.epsilon = epsilon
         self.num_classes = num_classes
 
     def forward(self, logits: Tensor, labels: Tensor) -> Tensor:
         """Loss of ``logits`` ``(N, C)`` for the class indices ``labels`` ``(N,)`` in ``[0, C)``."""
-        check_features("logits", logits)
+        checks.check_float_matrix("logits", logits)
         classes = logits.shape[1]
         if self.num_classes is not None and classes != self.num_classes:
             raise ValueError(
                 f"logits must have num_classes={self.num_classes} columns, got {classes}"
             )
-        check_labels("labels", labels, logits.shape[0])
+        checks.check_labels("labels", labels, logits.shape[0])
         if bool(((labels < 0) | (labels >= classes)).any()):
             raise ValueError(f"labels must lie in [0, {classes}), got values outside that range")
         log_prob = torch.log_softmax(at_least_float32(logits), dim=1)

@@ -15,16 +15,20 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from reidkit.losses.base import check_features
+from reidkit import checks
+from reidkit.distances import similarity_logits
+from reidkit.losses.base import ReductionLoss
 from reidkit.losses.label_smoothing import CrossEntropyLabelSmooth
-from reidkit.losses.similarity import similarity_logits
 
 
-class PCLLoss(CrossEntropyLabelSmooth):
+class PCLLoss(ReductionLoss):
     """Cross-entropy of the features' cosine similarities to all class centroids (eq. 4).
 
-    Combine it with the ID loss for the best supervised results (PCL-CLIP Table 1), and call
-    :meth:`~reidkit.memory.PrototypeMemory.update` with the same features after the loss::
+    The centroids act as the classifier: the logits go through a plain
+    :class:`~reidkit.losses.CrossEntropyLabelSmooth` (``ε = 0``, held as
+    :attr:`cross_entropy`). Combine it with the ID loss for the best supervised results
+    (PCL-CLIP Table 1), and call :meth:`~reidkit.memory.PrototypeMemory.update` with the same
+    features after the loss::
 
         loss = pcl(features, labels, memory.centroids) + id_loss(logits, labels)
         memory.update(features, labels)
@@ -38,14 +42,12 @@ class PCLLoss(CrossEntropyLabelSmooth):
     """
 
     def __init__(self, temperature: float = 0.05, reduction: str = "mean") -> None:
-        super().__init__(epsilon=0.0, reduction=reduction)
-        if isinstance(temperature, bool) or not temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {temperature!r}")
+        super().__init__(reduction)
+        checks.check_number("temperature", temperature, above=0)
         self.temperature = float(temperature)
+        self.cross_entropy = CrossEntropyLabelSmooth(0.0, reduction="none")
 
-    def forward(  # type: ignore[override]
-        self, features: Tensor, labels: Tensor, centroids: Tensor
-    ) -> Tensor:
+    def forward(self, features: Tensor, labels: Tensor, centroids: Tensor) -> Tensor:
         """Loss of ``features`` ``(N, d)`` against ``centroids`` ``(C, d)``.
 
         Args:
@@ -53,20 +55,16 @@ class PCLLoss(CrossEntropyLabelSmooth):
             labels: ``(N,)`` class indices in ``[0, C)``.
             centroids: ``(C, d)``, e.g. ``memory.centroids``; detached here.
         """
-        check_features("features", features)
-        check_features("centroids", centroids)
-        if centroids.shape[1] != features.shape[1]:
-            raise ValueError(
-                f"centroids must have the features' width {features.shape[1]}, "
-                f"got shape {tuple(centroids.shape)}"
-            )
+        checks.check_float_matrix("features", features)
+        checks.check_float_matrix("centroids", centroids)
+        checks.check_same_width("centroids", centroids, "features", features)
         logits = similarity_logits(
             features,
             centroids.detach().to(features.dtype),
             normalize=True,
             temperature=self.temperature,
         )
-        return super().forward(logits, labels)
+        return self.reduce(self.cross_entropy(logits, labels))
 
     def extra_repr(self) -> str:
-        return f"temperature={self.temperature}, reduction={self.reduction!r}"
+        return f"temperature={self.temperature}, {super().extra_repr()}"

@@ -19,9 +19,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from reidkit import checks
+from reidkit.distances import similarity_logits
 from reidkit.distributed import all_gather, all_gather_with_grad, raise_on_every_rank
-from reidkit.losses.base import ReductionLoss, at_least_float32, check_features, check_labels
-from reidkit.losses.similarity import check_logit_scale, similarity_logits
+from reidkit.losses.base import ReductionLoss, at_least_float32
 
 
 class SupConLoss(ReductionLoss):
@@ -63,8 +64,7 @@ class SupConLoss(ReductionLoss):
         reduction: str = "mean",
     ) -> None:
         super().__init__(reduction)
-        if not temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {temperature!r}")
+        checks.check_number("temperature", temperature, above=0)
         self.normalize = normalize
         self.temperature = temperature
         self.gather_distributed = gather_distributed
@@ -97,16 +97,12 @@ class SupConLoss(ReductionLoss):
             target_labels = anchor_labels
         # A check failing on one rank only must fail on all before the gathers, not hang them.
         with raise_on_every_rank(enabled=self.gather_distributed):
-            check_features("anchors", anchors)
-            check_features("targets", targets)
-            if targets.shape[1] != anchors.shape[1]:
-                raise ValueError(
-                    f"targets must have the anchors' width {anchors.shape[1]}, "
-                    f"got shape {tuple(targets.shape)}"
-                )
-            check_labels("anchor_labels", anchor_labels, anchors.shape[0])
-            check_labels("target_labels", target_labels, targets.shape[0])
-            check_logit_scale(logit_scale)
+            checks.check_float_matrix("anchors", anchors)
+            checks.check_float_matrix("targets", targets)
+            checks.check_same_width("targets", targets, "anchors", anchors)
+            checks.check_labels("anchor_labels", anchor_labels, anchors.shape[0])
+            checks.check_labels("target_labels", target_labels, targets.shape[0])
+            checks.check_scale("logit_scale", logit_scale)
         if self.gather_distributed:
             targets = all_gather_with_grad(targets)
             target_labels = all_gather(target_labels)

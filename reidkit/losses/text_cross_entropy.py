@@ -13,13 +13,17 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from reidkit.losses.base import check_features
+from reidkit import checks
+from reidkit.distances import similarity_logits
+from reidkit.losses.base import ReductionLoss
 from reidkit.losses.label_smoothing import CrossEntropyLabelSmooth
-from reidkit.losses.similarity import similarity_logits
 
 
-class ImageToTextCrossEntropy(CrossEntropyLabelSmooth):
+class ImageToTextCrossEntropy(ReductionLoss):
     """Label-smoothed cross-entropy of image features against all identities' text features.
+
+    The text features act as the classifier: the similarity logits of eq. 5 go through a
+    :class:`~reidkit.losses.CrossEntropyLabelSmooth` (held as :attr:`cross_entropy`).
 
     Args:
         epsilon: label smoothing ``ε`` of ``q`` (0.1 in CLIP-ReID).
@@ -36,13 +40,18 @@ class ImageToTextCrossEntropy(CrossEntropyLabelSmooth):
         temperature: float = 1.0,
         reduction: str = "mean",
     ) -> None:
-        super().__init__(epsilon=epsilon, reduction=reduction)
-        if not temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {temperature!r}")
+        super().__init__(reduction)
+        checks.check_number("temperature", temperature, above=0)
+        self.cross_entropy = CrossEntropyLabelSmooth(epsilon, reduction="none")
         self.normalize = normalize
         self.temperature = temperature
 
-    def forward(  # type: ignore[override]
+    @property
+    def epsilon(self) -> float:
+        """The label smoothing ``ε``."""
+        return self.cross_entropy.epsilon
+
+    def forward(
         self,
         image_features: Tensor,
         text_features: Tensor,
@@ -58,13 +67,9 @@ class ImageToTextCrossEntropy(CrossEntropyLabelSmooth):
             labels: ``(N,)`` identities in ``[0, L)``.
             logit_scale: scalar multiplying the similarities instead of ``1 / temperature``.
         """
-        check_features("image_features", image_features)
-        check_features("text_features", text_features)
-        if text_features.shape[1] != image_features.shape[1]:
-            raise ValueError(
-                f"text_features must have the image features' width {image_features.shape[1]},"
-                f" got shape {tuple(text_features.shape)}"
-            )
+        checks.check_float_matrix("image_features", image_features)
+        checks.check_float_matrix("text_features", text_features)
+        checks.check_same_width("text_features", text_features, "image features", image_features)
         logits = similarity_logits(
             image_features,
             text_features,
@@ -72,7 +77,7 @@ class ImageToTextCrossEntropy(CrossEntropyLabelSmooth):
             temperature=self.temperature,
             logit_scale=logit_scale,
         )
-        return super().forward(logits, labels)
+        return self.reduce(self.cross_entropy(logits, labels))
 
     def extra_repr(self) -> str:
         return f"normalize={self.normalize}, temperature={self.temperature}, {super().extra_repr()}"

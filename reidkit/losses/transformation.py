@@ -26,6 +26,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from reidkit import checks
 from reidkit.losses.base import ReductionLoss
 
 
@@ -53,13 +54,10 @@ class TransformationLoss(ReductionLoss):
         reduction: str = "mean",
     ) -> None:
         super().__init__(reduction)
-        for name, value in (("prompt_width", prompt_width), ("text_dim", text_dim)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-        if not margin >= 0:
-            raise ValueError(f"margin must be >= 0, got {margin!r}")
-        if not diversity_weight >= 0:
-            raise ValueError(f"diversity_weight must be >= 0, got {diversity_weight!r}")
+        checks.check_integer("prompt_width", prompt_width, 1)
+        checks.check_integer("text_dim", text_dim, 1)
+        checks.check_number("margin", margin, at_least=0)
+        checks.check_number("diversity_weight", diversity_weight, at_least=0)
         self.prompt_width = prompt_width
         self.text_dim = text_dim
         self.margin = margin

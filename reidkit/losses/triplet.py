@@ -11,6 +11,10 @@ identity (other than ``i``) and the hardest negative the closest sample of anoth
     \\ell_i = \\max(0, d^+_i - d^-_i + m) \\quad\\text{or, with a soft margin,}\\quad
     \\ell_i = \\log(1 + \\exp(d^+_i - d^-_i)).
 
+``d`` is any :class:`~reidkit.distances.Distance`; for a similarity (larger is closer) the
+hardest positive is the least similar and the hardest negative the most similar, and ``d`` is
+the negated similarity.
+
 Anchors without a positive (an identity seen once) or without a negative (a batch of one
 identity) have no triplet: they are left out of the mean. An empty batch has no anchor and
 gives 0, still attached to the graph, as every :class:`~reidkit.losses.base.ReductionLoss`.
@@ -22,8 +26,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from reidkit.losses.base import ReductionLoss, check_features, check_labels
-from reidkit.losses.similarity import DISTANCES, pairwise_distance
+from reidkit import checks
+from reidkit.distances import Distance, EuclideanDistance, get_distance
+from reidkit.losses.base import ReductionLoss
+
+# A floor on the squared distance keeps the root's gradient finite where two features coincide.
+_EUCLIDEAN = EuclideanDistance(min_squared=1e-12)
 
 
 class TripletLoss(ReductionLoss):
@@ -31,7 +39,9 @@ class TripletLoss(ReductionLoss):
 
     Args:
         margin: ``m`` > 0 for the hinge; ``None`` for the soft margin ``softplus``.
-        distance: ``"euclidean"`` or ``"cosine"`` (``1 - cos``).
+        distance: a :class:`~reidkit.distances.Distance` or its name (see
+            :func:`~reidkit.distances.get_distance`); ``"euclidean"`` is
+            ``EuclideanDistance(min_squared=1e-12)``, ``"cosine"`` is ``1 - cos``.
         normalize: L2-normalise the features before the distances.
         reduction: ``"mean"`` (over anchors with a triplet), ``"sum"`` or ``"none"``.
     """
@@ -39,17 +49,14 @@ class TripletLoss(ReductionLoss):
     def __init__(
         self,
         margin: float | None = 0.3,
-        distance: str = "euclidean",
+        distance: str | Distance = "euclidean",
         normalize: bool = False,
         reduction: str = "mean",
     ) -> None:
         super().__init__(reduction)
-        if margin is not None and not margin > 0:
-            raise ValueError(f"margin must be None (soft margin) or > 0, got {margin!r}")
-        if distance not in DISTANCES:
-            raise ValueError(f"distance must be one of {DISTANCES}, got {distance!r}")
+        checks.check_number("margin", margin, above=0, optional=True)
         self.margin = margin
-        self.distance = distance
+        self.distance = _EUCLIDEAN if distance == "euclidean" else get_distance(distance)
         self.normalize = normalize
 
     def hardest(self, features: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -62,12 +69,15 @@ class TripletLoss(ReductionLoss):
         Returns:
             ``d_pos`` ``(N,)``, ``d_neg`` ``(N,)`` and ``valid`` ``(N,)``, true where the anchor
             has both a positive and a negative (the distances of other rows are meaningless).
+            For a similarity, ``d`` is the negated similarity.
         """
-        check_features("features", features)
-        check_labels("labels", labels, features.shape[0])
+        checks.check_float_matrix("features", features)
+        checks.check_labels("labels", labels, features.shape[0])
         if self.normalize:
             features = F.normalize(features, dim=-1)
-        distances = pairwise_distance(features, features, self.distance)
+        distances = self.distance.pairwise(features, features)
+        if self.distance.is_inverted:
+            distances = -distances
         same = labels.unsqueeze(0) == labels.unsqueeze(1)
         eye = torch.eye(len(labels), dtype=torch.bool, device=labels.device)
         positive = same & ~eye
@@ -94,6 +104,6 @@ class TripletLoss(ReductionLoss):
 
     def extra_repr(self) -> str:
         return (
-            f"margin={self.margin}, distance={self.distance!r}, normalize={self.normalize}, "
+            f"margin={self.margin}, distance={self.distance}, normalize={self.normalize}, "
             f"{super().extra_repr()}"
         )

@@ -4,7 +4,7 @@ Clustering-based unsupervised ReID (ClusterContrast, which PCL-CLIP builds on) a
 between labelling the train set by clustering its features and training with
 :class:`~reidkit.losses.PCLLoss` against the cluster centroids. The features are clustered
 with DBSCAN on the Jaccard distance of their k-reciprocal neighbour sets (Zhong et al., 2017),
-computed by :func:`reidkit.eval.k_reciprocal_jaccard_distance`. Samples DBSCAN leaves as noise
+computed by :func:`reidkit.retrieval.k_reciprocal_jaccard_distance`. Samples DBSCAN leaves as noise
 get the label ``-1`` and are dropped from the epoch's training.
 """
 
@@ -14,7 +14,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from reidkit.eval import k_reciprocal_jaccard_distance
+from reidkit import checks
+from reidkit.retrieval import k_reciprocal_jaccard_distance
 
 
 def cluster_pseudo_labels(
@@ -41,11 +42,9 @@ def cluster_pseudo_labels(
     if not isinstance(features, Tensor) or features.dim() != 2 or features.shape[0] < 1:
         shape = tuple(features.shape) if isinstance(features, Tensor) else type(features).__name__
         raise ValueError(f"features must be a (N, d) tensor with N >= 1, got {shape}")
-    if isinstance(eps, bool) or not 0 < eps <= 1:
-        raise ValueError(f"eps must be in (0, 1] (a Jaccard distance), got {eps!r}")
+    checks.check_number("eps", eps, above=0, at_most=1)
     for name, value in (("min_samples", min_samples), ("k1", k1), ("k2", k2)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        checks.check_integer(name, value, 1)
     # Imported here: scikit-learn is slow to import and only clustering needs it.
     from sklearn.cluster import DBSCAN
 

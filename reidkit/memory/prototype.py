@@ -30,9 +30,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from reidkit import checks
 from reidkit.distributed import all_gather, broadcast_object, get_world_size, raise_on_every_rank
-from reidkit.eval import extract_features
-from reidkit.losses.base import check_labels, describe
+from reidkit.retrieval import extract_features
 
 UPDATE_RULES = ("all", "hardest")
 
@@ -73,12 +73,10 @@ class PrototypeMemory(nn.Module):
         gather_distributed: bool = True,
     ) -> None:
         super().__init__()
-        _check_count("num_classes", num_classes)
-        _check_count("dim", dim)
-        if isinstance(momentum, bool) or not 0.0 <= momentum <= 1.0:
-            raise ValueError(f"momentum must be a float in [0, 1], got {momentum!r}")
-        if update_rule not in UPDATE_RULES:
-            raise ValueError(f"update_rule must be one of {UPDATE_RULES}, got {update_rule!r}")
+        checks.check_integer("num_classes", num_classes, 1)
+        checks.check_integer("dim", dim, 1)
+        checks.check_number("momentum", momentum, at_least=0, at_most=1)
+        checks.check_choice("update_rule", update_rule, UPDATE_RULES)
         self.momentum = float(momentum)
         self.update_rule = update_rule
         self.gather_distributed = gather_distributed
@@ -112,7 +110,9 @@ class PrototypeMemory(nn.Module):
         """
         with raise_on_every_rank(enabled=gather_distributed):
             if not isinstance(features, Tensor) or features.dim() != 2:
-                raise ValueError(f"features must be a (N, d) tensor, got {describe(features)}")
+                raise ValueError(
+                    f"features must be a (N, d) tensor, got {checks.describe(features)}"
+                )
             classes = _count_classes(labels) if num_classes is None else num_classes
             memory = cls(classes, features.shape[1], momentum, update_rule, gather_distributed)
         return memory.to(features.device).initialise_from_features(features, labels, classes)
@@ -131,7 +131,7 @@ class PrototypeMemory(nn.Module):
     ) -> PrototypeMemory:
         """A memory initialised from the features of a whole loader.
 
-        The features come from :func:`reidkit.eval.extract_features` (inference mode, a
+        The features come from :func:`reidkit.retrieval.extract_features` (inference mode, a
         progress bar); the labels are the loader's pids.
 
         Args:
@@ -182,7 +182,7 @@ class PrototypeMemory(nn.Module):
         with raise_on_every_rank(enabled=self.gather_distributed):
             _check_batch(features, labels, self.dim)
             classes = _count_classes(labels) if num_classes is None else num_classes
-            _check_count("num_classes", classes)
+            checks.check_integer("num_classes", classes, 1)
             labels = labels.to(features.device)
             if bool((labels >= classes).any()):
                 raise ValueError(f"labels must lie in [-1, {classes}), got values >= {classes}")
@@ -315,11 +315,6 @@ def _steps_without_repeated_labels(
         yield features[rows], labels[rows]
 
 
-def _check_count(name: str, value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-
-
 def _check_batch(features: Tensor, labels: Tensor, dim: int) -> None:
     if (
         not isinstance(features, Tensor)
@@ -327,8 +322,10 @@ def _check_batch(features: Tensor, labels: Tensor, dim: int) -> None:
         or features.shape[1] != dim
         or not features.is_floating_point()
     ):
-        raise ValueError(f"features must be a floating (N, {dim}) tensor, got {describe(features)}")
-    check_labels("labels", labels, features.shape[0])
+        raise ValueError(
+            f"features must be a floating (N, {dim}) tensor, got {checks.describe(features)}"
+        )
+    checks.check_labels("labels", labels, features.shape[0])
 
 
 def _count_classes(labels: Tensor) -> int:

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from reidkit.clip import CLIPImageEncoder
-from reidkit.losses import BNNeck
+from reidkit.heads import BNNeck
 from reidkit.prompts import VisualPromptGenerator
 
 

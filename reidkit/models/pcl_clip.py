@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from reidkit.clip import CLIPImageEncoder
-from reidkit.losses import BNNeck
+from reidkit.heads import BNNeck
 
 
 class PCLCLIPOutput(NamedTuple):

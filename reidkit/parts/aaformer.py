@@ -16,6 +16,7 @@ from functools import partial
 import torch
 from torch import Tensor, nn
 
+from reidkit import checks
 from reidkit.ot.sinkhorn import Backend
 from reidkit.parts.assignment import AssignmentMethod, Similarity, check_part_groups
 from reidkit.parts.attention import PartTokenAttention
@@ -143,11 +144,9 @@ class AAformer(nn.Module):
             [PART].
         """
         layers = self.attention_layers()
-        if not -len(layers) <= layer < len(layers):
-            raise ValueError(f"layer must be in [-{len(layers)}, {len(layers)}), got {layer}")
+        checks.check_integer("layer", layer, -len(layers), len(layers) - 1)
         attention = layers[layer]
-        if not 0 <= head < attention.num_heads:
-            raise ValueError(f"head must be in [0, {attention.num_heads}), got {head}")
+        checks.check_integer("head", head, 0, attention.num_heads - 1)
         weights = attention.last_part_attention
         if weights is None:
             raise ValueError("part_attention_maps needs a forward pass with [PART] tokens first")

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from reidkit import checks
 from reidkit.ot import sinkhorn
 from reidkit.ot.sinkhorn import Backend
 from reidkit.ot.validation import check_solver_options
@@ -44,7 +45,7 @@ SIMILARITIES: tuple[str, ...] = ("cosine", "dot")
 def check_part_groups(part_groups: Sequence[int]) -> tuple[int, ...]:
     """Validate ``part_groups`` (a sequence of positive [PART] counts, possibly empty)."""
     if isinstance(part_groups, int) or not all(
-        isinstance(size, int) and not isinstance(size, bool) and size >= 1 for size in part_groups
+        checks.is_integer(size) and size >= 1 for size in part_groups
     ):
         raise ValueError(
             f"part_groups must be a sequence of integers >= 1 (e.g. (2, 3)), got {part_groups!r}"
@@ -56,10 +57,8 @@ def check_assignment_options(
     method: str, similarity: str, epsilon: float, iterations: int, backend: str
 ) -> None:
     """Validate the options of :func:`assign_patches` (raises ``ValueError``)."""
-    if method not in ASSIGNMENT_METHODS:
-        raise ValueError(f"method must be one of {ASSIGNMENT_METHODS}, got {method!r}")
-    if similarity not in SIMILARITIES:
-        raise ValueError(f"similarity must be one of {SIMILARITIES}, got {similarity!r}")
+    checks.check_choice("method", method, ASSIGNMENT_METHODS)
+    checks.check_choice("similarity", similarity, SIMILARITIES)
     check_solver_options(epsilon, iterations, None, "envelope", backend, "marginal")
 
 

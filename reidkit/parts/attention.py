@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from reidkit import checks
 from reidkit.ot.sinkhorn import Backend
 from reidkit.parts.assignment import (
     AssignmentMethod,
@@ -83,8 +84,7 @@ class PartTokenAttention(nn.Module):
         super().__init__()
         if num_heads < 1 or dim % num_heads != 0:
             raise ValueError(f"dim ({dim}) must be a positive multiple of num_heads ({num_heads})")
-        if num_prefix_tokens < 0:
-            raise ValueError(f"num_prefix_tokens must be >= 0, got {num_prefix_tokens}")
+        checks.check_integer("num_prefix_tokens", num_prefix_tokens, 0)
         check_assignment_options(
             assignment, similarity, epsilon, sinkhorn_iterations, sinkhorn_backend
         )

@@ -188,14 +188,11 @@ def wrap_backbone(
         checkpoint_activations: recompute open_clip blocks in the backward pass.
     """
     from open_clip.transformer import VisionTransformer as OpenCLIPVisionTransformer
+    from timm.models.vision_transformer import VisionTransformer as TimmVisionTransformer
 
     visual = getattr(backbone, "visual", backbone)
     if isinstance(visual, OpenCLIPVisionTransformer):
         return OpenCLIPViT(visual, make_attention, checkpoint_activations)
-    try:
-        from timm.models.vision_transformer import VisionTransformer as TimmVisionTransformer
-    except ImportError:  # timm is optional
-        TimmVisionTransformer = ()
     if isinstance(backbone, TimmVisionTransformer):
         return TimmViT(backbone, make_attention)
     raise ValueError(

@@ -17,7 +17,9 @@ from typing import NamedTuple
 
 from torch import Tensor, nn
 
-from reidkit.losses import BNNeck, CrossEntropyLabelSmooth, TripletLoss
+from reidkit import checks
+from reidkit.heads import BNNeck
+from reidkit.losses import CrossEntropyLabelSmooth, TripletLoss
 
 
 class AAformerLossOutput(NamedTuple):
@@ -56,8 +58,7 @@ class AAformerLoss(nn.Module):
         margin: float = 0.3,
     ) -> None:
         super().__init__()
-        if isinstance(num_tokens, bool) or not isinstance(num_tokens, int) or num_tokens < 1:
-            raise ValueError(f"num_tokens must be an integer >= 1 (1 + P), got {num_tokens!r}")
+        checks.check_integer("num_tokens", num_tokens, 1)
         self.necks = nn.ModuleList(BNNeck(feature_dim, num_classes) for _ in range(num_tokens))
         self.id_loss = CrossEntropyLabelSmooth(label_smoothing, num_classes)
         self.triplet = TripletLoss(margin)

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from reidkit import checks
+
 
 def render_part_maps(
     images: Tensor,
@@ -45,8 +47,7 @@ def render_part_maps(
         raise ValueError(
             f"maps must have shape ({images.shape[0]}, P, h, w), got {tuple(maps.shape)}"
         )
-    if not 0 <= alpha <= 1:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    checks.check_number("alpha", alpha, at_least=0, at_most=1)
     pictures = images.detach().float().cpu()
     if mean is not None or std is not None:
         mean_t = torch.tensor(mean if mean is not None else (0.0, 0.0, 0.0)).view(1, 3, 1, 1)

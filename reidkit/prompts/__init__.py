@@ -2,10 +2,12 @@
 prompts, and image-conditioned visual prompts.
 
 The textual learners return :class:`PromptBatch` (token embeddings and ids) for
-:class:`reidkit.clip.CLIPTextEncoder`; :class:`VisualPromptGenerator` returns tokens for the
-``prompts`` argument of :class:`reidkit.clip.CLIPImageEncoder`.
+:class:`reidkit.clip.CLIPTextEncoder`, and :func:`encode_class_prompts` turns a learner's
+prompts for every identity into text features; :class:`VisualPromptGenerator` returns tokens
+for the ``prompts`` argument of :class:`reidkit.clip.CLIPImageEncoder`.
 """
 
+from reidkit.prompts.encoding import ClassPromptFeatures, encode_class_prompts
 from reidkit.prompts.id_specific import PromptLearner
 from reidkit.prompts.multi_granularity import MultiGranularityPromptLearner
 from reidkit.prompts.shared_context import SharedContextPromptLearner
@@ -13,10 +15,12 @@ from reidkit.prompts.template import PromptBatch, PromptTemplate
 from reidkit.prompts.visual import VisualPromptGenerator
 
 __all__ = [
+    "ClassPromptFeatures",
     "MultiGranularityPromptLearner",
     "PromptBatch",
     "PromptLearner",
     "PromptTemplate",
     "SharedContextPromptLearner",
     "VisualPromptGenerator",
+    "encode_class_prompts",
 ]

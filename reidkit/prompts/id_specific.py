@@ -10,11 +10,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from reidkit import checks
 from reidkit.prompts.template import (
     PromptBatch,
     PromptTemplate,
     Tokenizer,
-    check_count,
     resolve_labels,
 )
 
@@ -48,8 +48,8 @@ class PromptLearner(nn.Module):
         tokenizer: Tokenizer | None = None,
     ) -> None:
         super().__init__()
-        check_count("num_classes", num_classes)
-        check_count("n_ctx", n_ctx)
+        checks.check_integer("num_classes", num_classes, 1)
+        checks.check_integer("n_ctx", n_ctx, 1)
         self.num_classes = num_classes
         self.template = PromptTemplate([template], n_ctx, clip_model, tokenizer)
         prefix = self.template.prefix

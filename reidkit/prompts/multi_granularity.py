@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
+from reidkit import checks
 from reidkit.prompts.id_specific import PromptLearner
 from reidkit.prompts.template import PromptBatch, Tokenizer, default_tokenizer
 
@@ -76,6 +77,5 @@ class MultiGranularityPromptLearner(nn.Module):
 
     def _level(self, level: int) -> PromptLearner:
         count = len(self.levels)
-        if isinstance(level, bool) or not isinstance(level, int) or not 0 <= level < count:
-            raise ValueError(f"level must be an integer in [0, {count}), got {level!r}")
+        checks.check_integer("level", level, 0, count - 1)
         return self.levels[level]

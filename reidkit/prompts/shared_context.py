@@ -13,11 +13,11 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from reidkit import checks
 from reidkit.prompts.template import (
     PromptBatch,
     PromptTemplate,
     Tokenizer,
-    check_count,
     resolve_labels,
 )
 
@@ -49,10 +49,10 @@ class SharedContextPromptLearner(nn.Module):
         n_class_ctx: int = 4,
     ) -> None:
         super().__init__()
-        check_count("n_ctx", n_ctx)
+        checks.check_integer("n_ctx", n_ctx, 1)
         if isinstance(classes, int):
-            check_count("classes", classes)
-            check_count("n_class_ctx", n_class_ctx)
+            checks.check_integer("classes", classes, 1)
+            checks.check_integer("n_class_ctx", n_class_ctx, 1)
             self.num_classes = classes
             slots = n_ctx + n_class_ctx
             self.template = PromptTemplate(["{} person."], slots, clip_model, tokenizer)

@@ -11,12 +11,15 @@ comparing, so any tokenizer works as long as the placeholder word is a single to
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import NamedTuple
 
 import open_clip
 import torch
 from torch import Tensor, nn
 
+from reidkit import checks
+from reidkit._deprecation import moved_names
 from reidkit.clip.text_encoder import text_tower
 
 Tokenizer = Callable[[list[str]], Tensor]
@@ -60,12 +63,6 @@ def resolve_labels(labels: Tensor | None, num_classes: int, device: torch.device
     return labels.to(device)
 
 
-def check_count(name: str, value: int) -> None:
-    """Raise unless ``value`` is an integer ``>= 1``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-
-
 class PromptTemplate(nn.Module):
     """Frozen token embeddings of ``T`` texts around ``num_slots`` learnable positions.
 
@@ -94,7 +91,7 @@ class PromptTemplate(nn.Module):
         tokenizer: Tokenizer | None = None,
     ) -> None:
         super().__init__()
-        check_count("num_slots", num_slots)
+        checks.check_integer("num_slots", num_slots, 1)
         if isinstance(texts, str) or not texts:
             raise ValueError(f"texts must be a non-empty sequence of strings, got {texts!r}")
         for text in texts:
@@ -158,3 +155,14 @@ class PromptTemplate(nn.Module):
             rows = torch.zeros(context.shape[0], dtype=torch.long, device=context.device)
         embeddings = torch.cat([self.prefix[rows], context, self.suffix[rows]], dim=1)
         return PromptBatch(embeddings, self.token_ids[rows], self.context_positions)
+
+
+__getattr__ = moved_names(
+    __name__,
+    {
+        "check_count": (
+            partial(checks.check_integer, minimum=1),
+            "reidkit.checks.check_integer(name, value, 1)",
+        )
+    },
+)

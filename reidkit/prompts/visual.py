@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from reidkit.prompts.template import check_count
+from reidkit import checks
 
 
 class VisualPromptGenerator(nn.Module):
@@ -44,7 +44,7 @@ class VisualPromptGenerator(nn.Module):
             ("conv_channels", conv_channels),
             ("stride", stride),
         ):
-            check_count(name, value)
+            checks.check_integer(name, value, 1)
         self.num_prompts = num_prompts
         self.width = width
         self.conv = nn.Conv2d(in_channels, conv_channels, kernel_size=3, stride=stride, padding=1)

@@ -52,6 +52,7 @@ from reidkit.engine.trainer import StepFunction
 from reidkit.eval import RankResult, evaluate_model
 from reidkit.losses import CLIPReIDLoss
 from reidkit.models import CLIPReIDModel
+from reidkit.prompts import encode_class_prompts
 from reidkit.recipes.config import (
     ClipConfig,
     DataConfig,
@@ -61,7 +62,6 @@ from reidkit.recipes.config import (
     get_field,
     replace_field,
 )
-from reidkit.selection import encode_class_prompts
 
 Transform = Callable[[Any], Tensor]
 

@@ -34,8 +34,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from reidkit.clip import CLIPImageEncoder, CLIPTextEncoder
-from reidkit.clip.image_encoder import ImageFeatures
+from reidkit.clip import CLIPTextEncoder
 from reidkit.data import make_feature_loader
 from reidkit.distributed import data_parallel
 from reidkit.engine import seed_everything
@@ -69,7 +68,6 @@ from reidkit.selection import (
     HierarchicalPromptLearning,
     InformationSelectorAgent,
     PatchToTokenAlignment,
-    class_token_attention,
 )
 
 NAME = "mmpl"
@@ -367,14 +365,6 @@ def build_hierarchical_prompt_learning(
     )
 
 
-def last_block_class_attention(encoder: CLIPImageEncoder, features: ImageFeatures) -> Tensor:
-    """``(B, h, w, 1)`` attention of the class token to the patches in the encoder's last block,
-    from ``features.layers[0]``, the output of the block before (``return_layers=(-2,)``)."""
-    last_block = encoder.visual.transformer.resblocks[-1]
-    grid = (features.patches.shape[1], features.patches.shape[2])
-    return class_token_attention(last_block, features.layers[0], grid)
-
-
 def train(config: MMPLConfig, runtime: Runtime) -> dict[str, Any]:
     """Train both stages, evaluate, write the report; ``{"mmpl": final metrics}``.
 
@@ -430,7 +420,7 @@ def train(config: MMPLConfig, runtime: Runtime) -> dict[str, Any]:
             features = encoder(images)
             outputs = [features.projected_patches, features.embedding]
             if hierarchical.needs_attention:
-                outputs.append(last_block_class_attention(encoder, features))
+                outputs.append(encoder.class_token_attention(features))
             return outputs
 
         model.eval()

@@ -33,7 +33,6 @@ from torch import Tensor, nn
 from reidkit.data import make_train_loader
 from reidkit.distributed import broadcast_object, data_parallel, is_main_process
 from reidkit.engine import WarmupMultiStepLR, move_to_device, seed_everything
-from reidkit.eval import extract_features
 from reidkit.losses import CrossEntropyLabelSmooth, PCLLoss
 from reidkit.memory import PrototypeMemory, cluster_pseudo_labels, freeze_patch_projection
 from reidkit.models import PCLCLIPModel
@@ -48,6 +47,7 @@ from reidkit.recipes.common import (
     start_run,
 )
 from reidkit.recipes.config import TINY_CLIP, ClipConfig, DataConfig, Runtime
+from reidkit.retrieval import extract_features
 
 NAME = "pcl_clip"
 MODES = ("supervised", "unsupervised")

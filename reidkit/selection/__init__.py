@@ -1,15 +1,21 @@
-"""MMPL's hierarchical prompt learning (sec. 3.2): patch partition, selection and alignment.
+"""MMPL's hierarchical prompt learning, stage 1 (sec. 3.2): patch partition, selection, alignment.
 
 - :class:`HierarchicalPatchPartition` cuts the patch-token map into ``M_c`` pooled patches per
-  granularity level and scores each against the global feature (the agent's state);
+  granularity level (on the grid :func:`partition_grid` picks) and scores each against the
+  global feature (the agent's state);
 - :class:`InformationSelectorAgent` selects ``M`` of them with a policy-gradient Bi-LSTM
-  (eq. 7-12); :func:`class_token_attention` ranks them by attention instead (ablation);
+  (eq. 7-12); :func:`top_indices` of the class-token attention
+  (:meth:`reidkit.clip.CLIPImageEncoder.class_token_attention`) selects them instead (ablation);
 - :class:`PatchToTokenAlignment` aligns the selected patches with each identity's learnable
   prompt tokens by optimal transport (eq. 13-19);
-- :func:`stage1_objective` and :func:`multi_granularity_loss` combine the per-level losses
-  (eq. 20, 24); :class:`HierarchicalPromptLearning` assembles the whole of stage 1.
+- :func:`stage1_objective` combines the per-level losses (eq. 20);
+  :class:`HierarchicalPromptLearning` assembles the whole of stage 1.
+
+The prompts' text features come from :func:`reidkit.prompts.encode_class_prompts`; the text
+term of stage 2 is :func:`reidkit.losses.multi_granularity_loss`.
 """
 
+from reidkit._deprecation import moved_names
 from reidkit.selection.agent import (
     AgentOutput,
     InformationSelectorAgent,
@@ -17,33 +23,35 @@ from reidkit.selection.agent import (
     gather_patches,
     selection_reward,
 )
-from reidkit.selection.alignment import (
-    AlignmentOutput,
-    ClassPromptFeatures,
-    PatchToTokenAlignment,
-    encode_class_prompts,
-)
-from reidkit.selection.attention import class_token_attention, top_indices
+from reidkit.selection.alignment import AlignmentOutput, PatchToTokenAlignment
+from reidkit.selection.attention import top_indices
 from reidkit.selection.hierarchical import HierarchicalPromptLearning
-from reidkit.selection.objectives import multi_granularity_loss, stage1_objective
-from reidkit.selection.partition import HierarchicalPatchPartition, PatchLevel, patch_grid
+from reidkit.selection.objectives import stage1_objective
+from reidkit.selection.partition import HierarchicalPatchPartition, PatchLevel, partition_grid
 
 __all__ = [
     "AgentOutput",
     "AlignmentOutput",
-    "ClassPromptFeatures",
     "HierarchicalPatchPartition",
     "HierarchicalPromptLearning",
     "InformationSelectorAgent",
     "PatchLevel",
     "PatchToTokenAlignment",
     "budget_penalty",
-    "class_token_attention",
-    "encode_class_prompts",
     "gather_patches",
-    "multi_granularity_loss",
-    "patch_grid",
+    "partition_grid",
     "selection_reward",
     "stage1_objective",
     "top_indices",
 ]
+
+__getattr__ = moved_names(
+    __name__,
+    {
+        "ClassPromptFeatures": "reidkit.prompts.ClassPromptFeatures",
+        "class_token_attention": "reidkit.clip.class_token_attention",
+        "encode_class_prompts": "reidkit.prompts.encode_class_prompts",
+        "multi_granularity_loss": "reidkit.losses.multi_granularity_loss",
+        "patch_grid": "reidkit.selection.partition_grid",
+    },
+)

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from reidkit import checks
 from reidkit.selection.attention import top_indices
 
 
@@ -124,25 +125,12 @@ class InformationSelectorAgent(nn.Module):
         budget_weight: float = 1.0,
     ) -> None:
         super().__init__()
-        for name, value, low in (
-            ("feature_dim", feature_dim, 1),
-            ("num_patches", num_patches, 1),
-            ("hidden_size", hidden_size, 1),
-            ("episodes", episodes, 2),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-        if (
-            isinstance(num_selected, bool)
-            or not isinstance(num_selected, int)
-            or not 1 <= num_selected <= num_patches
-        ):
-            raise ValueError(
-                f"num_selected must be an integer in [1, num_patches={num_patches}], "
-                f"got {num_selected!r}"
-            )
-        if budget_weight < 0:
-            raise ValueError(f"budget_weight must be >= 0, got {budget_weight!r}")
+        checks.check_integer("feature_dim", feature_dim, 1)
+        checks.check_integer("num_patches", num_patches, 1)
+        checks.check_integer("hidden_size", hidden_size, 1)
+        checks.check_integer("episodes", episodes, 2)
+        checks.check_integer("num_selected", num_selected, 1, num_patches)
+        checks.check_number("budget_weight", budget_weight, at_least=0)
         self.feature_dim = feature_dim
         self.num_patches = num_patches
         self.num_selected = num_selected

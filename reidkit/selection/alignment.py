@@ -16,13 +16,11 @@ cross-entropy (it would maximise the probability rather than its log); the cross
 implemented.
 
 The softmax of eq. 18 runs over all ``L`` identities, so every step needs the token features
-of every identity's prompt. :func:`encode_class_prompts` encodes them in one pass through
-:class:`~reidkit.clip.CLIPTextEncoder`, whose ``chunk_size`` bounds the batch of prompts per
-forward and whose ``checkpoint_activations`` keeps one tensor per block and chunk for the
-backward pass; the sentence features of the same pass serve the contrastive losses of eq. 20.
-The distances come from :func:`reidkit.ot.pairwise_ot_distance`, which solves the ``B x L``
-problems chunk by chunk (or in the fused Triton kernel on CUDA) and keeps only the potentials
-for the backward pass. Neither changes the objective.
+of every identity's prompt: :func:`reidkit.prompts.encode_class_prompts` encodes them in one
+pass (its sentence features serve the contrastive losses of eq. 20). The distances come from
+:func:`reidkit.ot.pairwise_ot_distance`, which solves the ``B x L`` problems chunk by chunk (or
+in the fused Triton kernel on CUDA) and keeps only the potentials for the backward pass.
+Neither changes the objective.
 """
 
 from __future__ import annotations
@@ -32,48 +30,10 @@ from typing import NamedTuple
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from reidkit import checks
+from reidkit._deprecation import moved_names
 from reidkit.ot import pairwise_ot_distance, validation
 from reidkit.ot.sinkhorn import Backend, GradMode, StopRule
-
-
-class ClassPromptFeatures(NamedTuple):
-    """Text features of every identity's prompt at one level.
-
-    Attributes:
-        sentence: ``(L, E)`` prompt features ``T^k = T(P_t^k)`` (end-of-text token).
-        tokens: ``(L, N, E)`` output features of the ``N`` learnable tokens.
-    """
-
-    sentence: Tensor
-    tokens: Tensor
-
-
-def encode_class_prompts(learner: nn.Module, text_encoder: nn.Module) -> ClassPromptFeatures:
-    """Encode the prompts of all identities of one prompt level in one (chunked) pass.
-
-    Args:
-        learner: a :class:`~reidkit.prompts.PromptLearner` (e.g. one level of
-            :class:`~reidkit.prompts.MultiGranularityPromptLearner`), called with no labels.
-        text_encoder: a :class:`~reidkit.clip.CLIPTextEncoder`; set its ``chunk_size`` and
-            ``checkpoint_activations`` to bound memory.
-
-    With CLIP's causal text transformer the outputs up to the end-of-text token do not depend
-    on the padding after it, so the prompts are cut after the last end-of-text position before
-    encoding (77 -> about 15 tokens for CLIP's template): the same features at a fraction of the
-    cost.
-
-    Returns:
-        :class:`ClassPromptFeatures` for the ``L`` identities, differentiable with respect to
-        the learner's context vectors.
-    """
-    prompts = learner()
-    embeddings, token_ids = prompts.embeddings, prompts.token_ids
-    if text_encoder.attn_mask is not None and text_encoder.pool_type in ("argmax", "eos"):
-        # Causal attention: no output up to the pooled token depends on the padding after it.
-        length = int(text_encoder.pooled_positions(token_ids).max()) + 1
-        embeddings, token_ids = embeddings[:, :length], token_ids[:, :length]
-    encoded = text_encoder(embeddings, token_ids)
-    return ClassPromptFeatures(encoded.sentence, encoded.tokens[:, prompts.context_positions])
 
 
 class AlignmentOutput(NamedTuple):
@@ -117,8 +77,7 @@ class PatchToTokenAlignment(nn.Module):
         class_chunk_size: int | None = None,
     ) -> None:
         super().__init__()
-        if not temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {temperature!r}")
+        checks.check_number("temperature", temperature, above=0)
         validation.check_solver_options(epsilon, max_iter, tol, grad, backend, stop_rule)
         self.temperature = temperature
         self.epsilon = epsilon
@@ -177,3 +136,12 @@ class PatchToTokenAlignment(nn.Module):
             f"tol={self.tol}, stop_rule={self.stop_rule!r}, grad={self.grad!r}, "
             f"backend={self.backend!r}"
         )
+
+
+__getattr__ = moved_names(
+    __name__,
+    {
+        "ClassPromptFeatures": "reidkit.prompts.ClassPromptFeatures",
+        "encode_class_prompts": "reidkit.prompts.encode_class_prompts",
+    },
+)

@@ -17,8 +17,9 @@ import torch
 from torch import Tensor, nn
 
 from reidkit.losses import SupConLoss
+from reidkit.prompts import encode_class_prompts
 from reidkit.selection.agent import InformationSelectorAgent, gather_patches
-from reidkit.selection.alignment import PatchToTokenAlignment, encode_class_prompts
+from reidkit.selection.alignment import PatchToTokenAlignment
 from reidkit.selection.attention import top_indices
 from reidkit.selection.objectives import stage1_objective
 from reidkit.selection.partition import HierarchicalPatchPartition

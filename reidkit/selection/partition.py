@@ -20,7 +20,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch.nn.functional as F
+from einops import reduce
 from torch import Tensor, nn
+
+from reidkit import checks
+from reidkit._deprecation import moved_names
 
 
 @dataclass
@@ -39,13 +43,14 @@ class PatchLevel:
     grid: tuple[int, int]
 
 
-def patch_grid(map_size: tuple[int, int], num_patches: int) -> tuple[int, int]:
+def partition_grid(map_size: tuple[int, int], num_patches: int) -> tuple[int, int]:
     """The ``(rows, cols)`` grid that cuts an ``h x w`` map into ``num_patches`` equal patches.
 
     Among the grids whose rows divide ``h`` and whose columns divide ``w``, the one with the
     squarest patches (smallest ``|log(patch_h / patch_w)|``) wins; ties go to more rows, i.e.
     horizontal stripes of the body. For a 16x8 map: 16 patches of 2x4 tokens, 64 of 1x2, 128
-    of 1x1.
+    of 1x1. (Not to be confused with :func:`reidkit.clip.resize.patch_embedding_grid`, the
+    token grid of a ViT's patch embedding.)
 
     Raises:
         ValueError: if no such grid exists.
@@ -83,20 +88,19 @@ class HierarchicalPatchPartition(nn.Module):
 
     def __init__(self, map_size: tuple[int, int], patch_counts: Sequence[int]) -> None:
         super().__init__()
-        if len(map_size) != 2 or any(
-            isinstance(side, bool) or not isinstance(side, int) or side < 1 for side in map_size
+        if len(map_size) != 2 or not all(
+            checks.is_integer(side) and side >= 1 for side in map_size
         ):
             raise ValueError(f"map_size must be two integers (h, w) >= 1, got {map_size!r}")
         if isinstance(patch_counts, int) or len(patch_counts) == 0:
             raise ValueError(
                 f"patch_counts must be a non-empty sequence of integers, got {patch_counts!r}"
             )
-        for count in patch_counts:
-            if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-                raise ValueError(f"patch_counts must hold integers >= 1, got {patch_counts!r}")
+        if not all(checks.is_integer(count) and count >= 1 for count in patch_counts):
+            raise ValueError(f"patch_counts must hold integers >= 1, got {patch_counts!r}")
         self.map_size = (int(map_size[0]), int(map_size[1]))
         self.patch_counts = tuple(patch_counts)
-        self.grids = tuple(patch_grid(self.map_size, count) for count in self.patch_counts)
+        self.grids = tuple(partition_grid(self.map_size, count) for count in self.patch_counts)
 
     def pool(self, patch_map: Tensor, level: int) -> Tensor:
         """Average ``patch_map`` ``(B, h, w, C)`` over each patch of ``level``: ``(B, M_c, C)``.
@@ -104,10 +108,8 @@ class HierarchicalPatchPartition(nn.Module):
         Any per-token map pools this way, e.g. class-token attention ``(B, h, w, 1)``.
         """
         self._check_map("patch_map", patch_map)
-        batch, height, width, channels = patch_map.shape
         rows, cols = self.grids[level]
-        blocks = patch_map.reshape(batch, rows, height // rows, cols, width // cols, channels)
-        return blocks.mean(dim=(2, 4)).reshape(batch, rows * cols, channels)
+        return reduce(patch_map, "b (r h) (c w) e -> b (r c) e", "mean", r=rows, c=cols)
 
     def forward(
         self, patch_map: Tensor, global_feature: Tensor, projection: Tensor | None = None
@@ -160,3 +162,6 @@ class HierarchicalPatchPartition(nn.Module):
 
     def extra_repr(self) -> str:
         return f"map_size={self.map_size}, patch_counts={self.patch_counts}, grids={self.grids}"
+
+
+__getattr__ = moved_names(__name__, {"patch_grid": "reidkit.selection.partition_grid"})

@@ -64,6 +64,20 @@ def test_shorter_sequences_use_the_leading_positions_and_mask() -> None:
     torch.testing.assert_close(short.tokens, full.tokens[:, :12], atol=1e-5, rtol=1e-5)
 
 
+def test_trimmed_encoding_keeps_the_features_up_to_the_end_of_text(clip_and_tokenizer) -> None:
+    model, tokenizer = clip_and_tokenizer
+    token_ids = tokenizer(SENTENCES)
+    encoder = CLIPTextEncoder(model)
+    with torch.no_grad():
+        embeddings = text_tower(model).token_embedding(token_ids)
+        full = encoder(embeddings, token_ids)
+        trimmed = encoder.encode_trimmed(embeddings, token_ids)
+    length = int(token_ids.argmax(dim=-1).max()) + 1  # the longest sentence's end of text
+    assert length < token_ids.shape[1] and trimmed.tokens.shape == (3, length, 32)
+    torch.testing.assert_close(trimmed.sentence, full.sentence, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(trimmed.tokens, full.tokens[:, :length], atol=1e-5, rtol=1e-5)
+
+
 def test_sequence_first_transformers_give_the_same_features() -> None:
     model, tokenizer = tiny_clip()
     sequence_first = copy.deepcopy(model)

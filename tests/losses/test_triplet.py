@@ -9,13 +9,20 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+from reidkit.distances import DotProductSimilarity, EuclideanDistance
 from reidkit.losses import TripletLoss
 
 
 def reference_distance(x, y, metric):
+    """Distance, or for ``"dot"`` the similarity, of two rows, in float64."""
+    squared = sum((a - b) ** 2 for a, b in zip(x, y))
     if metric == "euclidean":
-        return math.sqrt(sum((a - b) ** 2 for a, b in zip(x, y)))
+        return math.sqrt(squared)
+    if metric == "sqeuclidean":
+        return squared
     dot = sum(a * b for a, b in zip(x, y))
+    if metric == "dot":
+        return dot
     return 1.0 - dot / (math.sqrt(sum(a * a for a in x)) * math.sqrt(sum(b * b for b in y)))
 
 
@@ -31,8 +38,13 @@ def reference_triplet(features, labels, margin, metric):
             for k, negative in enumerate(rows):
                 if labels[k] == labels[i]:
                     continue
-                gap = reference_distance(anchor, positive, metric) - reference_distance(
-                    anchor, negative, metric
+                positive_value = reference_distance(anchor, positive, metric)
+                negative_value = reference_distance(anchor, negative, metric)
+                # A similarity is larger for closer rows: the gap runs the other way.
+                gap = (
+                    negative_value - positive_value
+                    if metric == "dot"
+                    else positive_value - negative_value
                 )
                 loss = math.log1p(math.exp(gap)) if margin is None else max(0.0, gap + margin)
                 worst = loss if worst is None else max(worst, loss)
@@ -40,7 +52,7 @@ def reference_triplet(features, labels, margin, metric):
     return losses
 
 
-@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+@pytest.mark.parametrize("metric", ["euclidean", "cosine", "sqeuclidean", "dot"])
 @pytest.mark.parametrize("margin", [0.3, None])
 @given(
     labels=st.lists(st.integers(0, 3), min_size=1, max_size=9),
@@ -57,6 +69,21 @@ def test_matches_the_loop_for_any_number_of_images_per_id(metric, margin, labels
     kept = [value for value in reference if value is not None]
     mean = TripletLoss(margin, metric)(features, labels)
     assert mean.item() == pytest.approx(sum(kept) / len(kept) if kept else 0.0, abs=1e-9)
+
+
+def test_distance_objects_equal_their_names() -> None:
+    features = torch.randn(8, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    labels = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
+    for name, distance in (
+        ("euclidean", EuclideanDistance(min_squared=1e-12)),
+        ("sqeuclidean", EuclideanDistance(squared=True)),
+        ("dot", DotProductSimilarity()),
+    ):
+        torch.testing.assert_close(
+            TripletLoss(distance=distance)(features, labels),
+            TripletLoss(distance=name)(features, labels),
+        )
+    assert TripletLoss().distance == EuclideanDistance(min_squared=1e-12)
 
 
 def test_hardest_positive_is_the_farthest_and_hardest_negative_the_closest() -> None:

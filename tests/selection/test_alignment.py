@@ -1,4 +1,4 @@
-"""PatchToTokenAlignment against a per-pair POT loop; class prompt encoding against a loop."""
+"""PatchToTokenAlignment against a per-pair POT loop."""
 
 from __future__ import annotations
 
@@ -7,10 +7,7 @@ import torch
 import torch.nn.functional as F
 from ot.bregman import sinkhorn_log
 
-from reidkit.clip import CLIPTextEncoder
-from reidkit.prompts import PromptLearner
-from reidkit.selection import PatchToTokenAlignment, encode_class_prompts
-from tests.clip.tiny_models import tiny_clip
+from reidkit.selection import PatchToTokenAlignment
 
 
 def _pot_logits(patches, tokens, epsilon: float, temperature: float) -> torch.Tensor:
@@ -73,19 +70,3 @@ def test_bad_options_and_labels_are_rejected() -> None:
         PatchToTokenAlignment(epsilon=-1.0)
     with pytest.raises(ValueError, match="labels"):
         PatchToTokenAlignment()(torch.randn(2, 3, 4), torch.randn(5, 2, 4), torch.zeros(3).long())
-
-
-def test_class_prompts_encoded_in_chunks_equal_one_by_one() -> None:
-    model, tokenizer = tiny_clip()
-    model.requires_grad_(False)
-    learner = PromptLearner(5, model, n_ctx=3, tokenizer=tokenizer)
-    features = encode_class_prompts(learner, CLIPTextEncoder(model, chunk_size=2))
-    assert features.sentence.shape == (5, 32) and features.tokens.shape == (5, 3, 32)
-    encoder = CLIPTextEncoder(model)
-    for cls in range(5):
-        prompt = learner(torch.tensor([cls]))
-        single = encoder(prompt.embeddings, prompt.token_ids)
-        torch.testing.assert_close(features.sentence[cls], single.sentence[0])
-        torch.testing.assert_close(features.tokens[cls], single.tokens[0, prompt.context_positions])
-    (features.tokens.sum() + features.sentence.sum()).backward()
-    assert learner.context.grad is not None and learner.context.grad.abs().sum() > 0

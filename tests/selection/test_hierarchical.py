@@ -14,7 +14,8 @@ from reidkit import (
     SupConLoss,
 )
 from reidkit.clip import CLIPTextEncoder
-from reidkit.selection import encode_class_prompts, gather_patches, top_indices
+from reidkit.prompts import encode_class_prompts
+from reidkit.selection import gather_patches, top_indices
 from tests.clip.tiny_models import tiny_clip
 
 CLASSES, BATCH, MAP, EMBED = 4, 6, (4, 2), 32

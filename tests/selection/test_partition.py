@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from reidkit.selection import HierarchicalPatchPartition, patch_grid
+from reidkit.selection import HierarchicalPatchPartition, partition_grid
 
 
 @pytest.mark.parametrize(
     ("count", "grid"), [(16, (8, 2)), (64, (16, 4)), (128, (16, 8)), (1, (1, 1)), (8, (4, 2))]
 )
 def test_paper_map_grids_tile_with_squarest_patches(count: int, grid: tuple[int, int]) -> None:
-    assert patch_grid((16, 8), count) == grid
+    assert partition_grid((16, 8), count) == grid
 
 
 def test_impossible_tiling_is_rejected() -> None:

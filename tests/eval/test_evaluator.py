@@ -1,60 +1,15 @@
-"""extract_features with a tiny model, and ReIDEvaluator against the functional pieces."""
+"""ReIDEvaluator and evaluate_model against the functional pieces."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
-from reidkit import ReIDEvaluator, evaluate_model, evaluate_rank, extract_features, re_ranking
-from tests.eval.references import euclidean
-
-
-class TinyModel(nn.Module):
-    """Features that change under a horizontal flip: row means of the left half and a weight."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.randn(3 * 4 * 6, 5, dtype=torch.float64))
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return images.flatten(1) @ self.weight
-
-
-def _loader(with_paths: bool = True) -> list[tuple]:
-    generator = torch.Generator().manual_seed(0)
-    batches = []
-    for b in range(3):
-        images = torch.rand(2 + b, 3, 4, 6, generator=generator, dtype=torch.float64)
-        pids, camids = torch.arange(2 + b) + 10 * b, torch.full((2 + b,), b)
-        paths = [f"img_{b}_{i}.jpg" for i in range(2 + b)]
-        batches.append((images, pids, camids, paths) if with_paths else (images, pids, camids))
-    return batches
-
-
-def test_extract_features_flip_average_and_normalisation() -> None:
-    model = TinyModel().train()
-    loader = _loader()
-    result = extract_features(model, loader, flip=True, normalize=True, progress=False)
-    images = torch.cat([batch[0] for batch in loader])
-    expected = (model(images) + model(images.flip(-1))) / 2
-    expected = expected / expected.norm(dim=1, keepdim=True)
-    torch.testing.assert_close(result.features, expected.float())
-    assert result.pids.tolist() == [0, 1, 10, 11, 12, 20, 21, 22, 23]
-    assert result.camids.tolist() == [0, 0, 1, 1, 1, 2, 2, 2, 2]
-    assert result.paths[2] == "img_1_0.jpg" and len(result.paths) == 9
-    assert model.training  # mode restored
-    features, _, _, paths = extract_features(model, _loader(False), flip=False, progress=False)
-    torch.testing.assert_close(features, model(images).detach().float())
-    assert paths == [""] * 9
-
-
-def test_extract_features_rejects_bad_batches_and_outputs() -> None:
-    with pytest.raises(ValueError, match=r"\(images, pids, camids\[, paths\]\)"):
-        extract_features(TinyModel(), [torch.zeros(2, 3, 4, 6)], progress=False)
-    with pytest.raises(ValueError, match=r"model must return \(B, D\) features"):
-        extract_features(lambda x: x, _loader(), progress=False)
+from reidkit import ReIDEvaluator, evaluate_model, evaluate_rank, re_ranking
+from reidkit.distances import DotProductSimilarity
+from tests.retrieval.references import euclidean
+from tests.retrieval.tiny_model import TinyModel, tiny_loader
 
 
 @pytest.mark.parametrize("metric", ["cosine", "euclidean"])
@@ -90,9 +45,24 @@ def test_evaluator_equals_functional_evaluation(metric: str) -> None:
         evaluator.compute()
 
 
+def test_a_similarity_metric_ranks_by_decreasing_similarity() -> None:
+    rng = np.random.default_rng(5)
+    features = rng.normal(size=(30, 5)).astype(np.float32)
+    pids, camids = rng.integers(0, 5, 30), rng.integers(0, 3, 30)
+    evaluator = ReIDEvaluator(num_query=8, metric=DotProductSimilarity(), max_rank=10)
+    evaluator.update(features, pids, camids)
+    f64 = features.astype(np.float64)
+    similarity = f64[:8] @ f64[8:].T
+    np.testing.assert_allclose(evaluator.distances().numpy(), -similarity, atol=1e-5)
+    result = evaluator.compute()
+    by_distance = evaluate_rank(-similarity, pids[:8], pids[8:], camids[:8], camids[8:], 10)
+    assert result.mAP == pytest.approx(by_distance.mAP, abs=1e-6)
+    np.testing.assert_allclose(result.cmc, by_distance.cmc)
+
+
 def test_evaluate_model_equals_rank_metrics_of_the_model_features() -> None:
     model = TinyModel()
-    loader = _loader()
+    loader = tiny_loader()
     images = torch.cat([batch[0] for batch in loader])
     pids = torch.tensor([0, 1, 10, 11, 12, 20, 21, 22, 23]) % 3  # identities shared across cams
     camids = torch.tensor([0, 0, 1, 1, 1, 2, 2, 2, 2])
@@ -110,8 +80,14 @@ def test_evaluate_model_equals_rank_metrics_of_the_model_features() -> None:
 
 
 def test_evaluator_rejects_bad_options() -> None:
-    with pytest.raises(ValueError, match="metric must be 'cosine' or 'euclidean'"):
+    with pytest.raises(
+        ValueError,
+        match=r"metric must be a reidkit\.distances\.Distance or one of \('cosine', 'euclidean', "
+        r"'sqeuclidean', 'dot'\), got 'manhattan'",
+    ):
         ReIDEvaluator(3, metric="manhattan")
+    with pytest.raises(ValueError, match="re_rank needs a distance"):
+        ReIDEvaluator(3, metric="dot", re_rank=True)
     with pytest.raises(ValueError, match="num_query"):
         ReIDEvaluator(0)
     with pytest.raises(ValueError, match=r"pids must have shape \(2,\)"):

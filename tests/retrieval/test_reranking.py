@@ -10,9 +10,8 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reidkit import re_ranking
-from reidkit.eval import k_reciprocal_jaccard_distance, reranking
-from tests.eval.references import euclidean, k_reciprocal_jaccard_dense, re_ranking_dense
+from reidkit.retrieval import k_reciprocal_jaccard_distance, re_ranking, reranking
+from tests.retrieval.references import euclidean, k_reciprocal_jaccard_dense, re_ranking_dense
 
 
 def _split(points: np.ndarray, num_q: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

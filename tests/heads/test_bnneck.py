@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from reidkit.losses import BNNeck
+from reidkit.heads import BNNeck
 
 
 def test_training_output_is_batch_normalised_then_classified() -> None:

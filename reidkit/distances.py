@@ -1,0 +1,174 @@
+"""Pairwise geometry between two sets of rows, shared by losses, evaluation and re-ranking.
+
+A :class:`Distance` maps ``x`` ``(N, D)`` and ``y`` ``(M, D)`` to an ``(N, M)`` matrix with
+:meth:`Distance.pairwise`; :attr:`Distance.is_inverted` says whether larger values mean closer
+rows (a similarity) or farther ones (a distance):
+
+==============================  ==========================================  ============
+class                           value                                       is_inverted
+==============================  ==========================================  ============
+:class:`CosineDistance`         ``1 - cos(x_i, y_j)``, in ``[0, 2]``        ``False``
+:class:`EuclideanDistance`      ``||x_i - y_j||`` (or its square)           ``False``
+:class:`DotProductSimilarity`   ``x_i . y_j`` (the cosine when normalised)  ``True``
+==============================  ==========================================  ============
+
+Wherever a component takes a ``distance=`` (or ``metric=``) it takes such an object or one of
+the names of :data:`DISTANCE_NAMES` (:func:`get_distance`). The objects are frozen dataclasses:
+they compare equal by value and print their settings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from reidkit import checks
+
+
+class Distance(ABC):
+    """Base class of the pairwise geometries: subclasses write :meth:`compute`."""
+
+    is_inverted: ClassVar[bool] = False
+    """``True`` when larger values mean closer rows (a similarity)."""
+
+    def pairwise(self, x: Tensor, y: Tensor) -> Tensor:
+        """``(N, M)`` values between the rows of ``x`` ``(N, D)`` and ``y`` ``(M, D)``.
+
+        Computed in the inputs' dtype and differentiable in both.
+        """
+        if x.dim() != 2 or y.dim() != 2 or x.shape[1] != y.shape[1]:
+            raise ValueError(
+                f"x and y must have shapes (N, D) and (M, D), got {tuple(x.shape)} and "
+                f"{tuple(y.shape)}"
+            )
+        return self.compute(x, y)
+
+    __call__ = pairwise
+
+    @abstractmethod
+    def compute(self, x: Tensor, y: Tensor) -> Tensor:
+        """:meth:`pairwise` of inputs whose shapes are checked."""
+
+
+@dataclasses.dataclass(frozen=True)
+class CosineDistance(Distance):
+    """``1 - cos(x_i, y_j)``, in ``[0, 2]``: 0 for rows pointing the same way."""
+
+    def compute(self, x: Tensor, y: Tensor) -> Tensor:
+        return 1 - F.normalize(x, dim=-1) @ F.normalize(y, dim=-1).transpose(0, 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class EuclideanDistance(Distance):
+    """``||x_i - y_j||``, or its square, from ``|x_i|^2 + |y_j|^2 - 2 x_i . y_j``.
+
+    The expansion needs one matrix product instead of an ``(N, M, D)`` difference; its
+    round-off can make the square slightly negative, so it is clamped at ``min_squared``
+    before the root.
+
+    Args:
+        squared: return ``||x_i - y_j||^2`` instead of the distance.
+        min_squared: floor of the square, ``>= 0``. The root's gradient is infinite where two
+            rows coincide: a loss that differentiates the distance uses a small floor (1e-12)
+            so that it stays finite.
+        normalize_embeddings: L2-normalise the rows first (``||x - y||^2 = 2 - 2 cos``).
+
+    Without autograd (evaluation) the ``(N, M)`` result is built in place in one buffer.
+    """
+
+    squared: bool = False
+    min_squared: float = 0.0
+    normalize_embeddings: bool = False
+
+    def __post_init__(self) -> None:
+        checks.check_number("min_squared", self.min_squared, at_least=0, finite=True)
+
+    def compute(self, x: Tensor, y: Tensor) -> Tensor:
+        if self.normalize_embeddings:
+            x, y = F.normalize(x, dim=-1), F.normalize(y, dim=-1)
+        norms = x.square().sum(-1)[:, None] + y.square().sum(-1)[None, :]
+        if torch.is_grad_enabled() and (x.requires_grad or y.requires_grad):
+            squared = (norms - 2.0 * x @ y.transpose(0, 1)).clamp_min(self.min_squared)
+            return squared if self.squared else squared.sqrt()
+        squared = norms.addmm_(x, y.transpose(0, 1), alpha=-2).clamp_(min=self.min_squared)
+        return squared if self.squared else squared.sqrt_()
+
+
+@dataclasses.dataclass(frozen=True)
+class DotProductSimilarity(Distance):
+    """``x_i . y_j``, larger for closer rows; the cosine similarity with normalised rows.
+
+    Args:
+        normalize_embeddings: L2-normalise the rows first (cosine similarity, in ``[-1, 1]``).
+    """
+
+    is_inverted: ClassVar[bool] = True
+    normalize_embeddings: bool = False
+
+    def compute(self, x: Tensor, y: Tensor) -> Tensor:
+        if self.normalize_embeddings:
+            x, y = F.normalize(x, dim=-1), F.normalize(y, dim=-1)
+        return x @ y.transpose(0, 1)
+
+
+DISTANCE_NAMES: dict[str, Callable[[], Distance]] = {
+    "cosine": CosineDistance,
+    "euclidean": EuclideanDistance,
+    "sqeuclidean": lambda: EuclideanDistance(squared=True),
+    "dot": DotProductSimilarity,
+}
+"""The names :func:`get_distance` accepts, and what each stands for (default settings)."""
+
+
+def get_distance(distance: str | Distance, name: str = "distance") -> Distance:
+    """``distance`` itself, or the :class:`Distance` of that name (:data:`DISTANCE_NAMES`).
+
+    Args:
+        distance: a :class:`Distance`, or ``"cosine"``, ``"euclidean"``, ``"sqeuclidean"`` or
+            ``"dot"``.
+        name: the argument's name, for the error message.
+    """
+    if isinstance(distance, Distance):
+        return distance
+    if not isinstance(distance, str) or distance not in DISTANCE_NAMES:
+        raise ValueError(
+            f"{name} must be a reidkit.distances.Distance or one of "
+            f"{tuple(DISTANCE_NAMES)}, got {distance!r}"
+        )
+    return DISTANCE_NAMES[distance]()
+
+
+def similarity_logits(
+    anchors: Tensor,
+    targets: Tensor,
+    *,
+    normalize: bool,
+    temperature: float = 1.0,
+    logit_scale: Tensor | float | None = None,
+) -> Tensor:
+    """Logits ``s(a_i, t_j) * scale`` of every anchor against every target.
+
+    Args:
+        anchors: ``(N, D)``.
+        targets: ``(M, D)``.
+        normalize: L2-normalise both sides first (``s`` is the cosine similarity, as printed
+            in CLIP-ReID eq. 2-5); otherwise ``s`` is the plain dot product (CLIP-ReID's
+            reference code, with ``temperature = 1``).
+        temperature: divides the similarities when ``logit_scale`` is ``None``.
+        logit_scale: multiplies the similarities instead (e.g. CLIP's ``logit_scale.exp()``,
+            which may be a learnable tensor).
+
+    Returns:
+        ``(N, M)`` logits.
+    """
+    checks.check_scale("logit_scale", logit_scale)
+    similarity = DotProductSimilarity(normalize_embeddings=normalize).pairwise(anchors, targets)
+    if logit_scale is not None:
+        return similarity * logit_scale
+    return similarity / temperature
