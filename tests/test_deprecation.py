@@ -9,8 +9,6 @@ import warnings
 import pytest
 import torch
 
-from reidkit import _deprecation
-
 MOVED = {
     "reidkit.eval": {
         "ExtractedFeatures": "reidkit.retrieval.ExtractedFeatures",
@@ -75,10 +73,7 @@ MOVED = {
 CASES = [(old, name, new) for old, names in MOVED.items() for name, new in names.items()]
 
 
-@pytest.fixture(autouse=True)
-def fresh_warnings(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every test sees the deprecations as a new process would: none has warned yet."""
-    monkeypatch.setattr(_deprecation, "_warned", set())
+pytestmark = pytest.mark.usefixtures("fresh_deprecations")  # as a new process sees them
 
 
 def _resolve(path: str) -> object:
