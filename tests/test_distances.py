@@ -90,6 +90,22 @@ def test_leading_dimensions_broadcast_as_a_loop_of_pairwise_formulas(
         np.testing.assert_allclose(values[index].detach().numpy(), expected, atol=1e-10)
 
 
+def test_pairwise_is_compute_of_the_prepared_rows() -> None:
+    x, y = 3 * torch.randn(2, 4, 5, dtype=torch.float64), torch.randn(2, 3, 5, dtype=torch.float64)
+    for distance, normalizes in (
+        (CosineDistance(), True),
+        (EuclideanDistance(), False),
+        (EuclideanDistance(normalize_embeddings=True), True),
+        (DotProductSimilarity(), False),
+        (DotProductSimilarity(normalize_embeddings=True), True),
+    ):
+        assert distance.normalizes == normalizes
+        prepared = distance.prepare(x)
+        expected_norms = torch.ones(2, 4, dtype=torch.float64) if normalizes else x.norm(dim=-1)
+        torch.testing.assert_close(prepared.norm(dim=-1), expected_norms)
+        assert torch.equal(distance.pairwise(x, y), distance.compute(prepared, distance.prepare(y)))
+
+
 def test_gradcheck_of_the_broadcast_form() -> None:
     x = torch.randn(2, 1, 3, 4, dtype=torch.float64, requires_grad=True)
     y = torch.randn(1, 3, 2, 4, dtype=torch.float64, requires_grad=True)

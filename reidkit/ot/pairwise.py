@@ -2,11 +2,13 @@
 
 For patch features ``x`` ``(B, M, D)`` and token features ``y`` ``(L, N, D)``, the ``(B, L)``
 matrix of Sinkhorn distances for the ground cost ``C[b, l] = distance(x[b], y[l])``: by default
-MMPL's cosine cost ``1 - cos(f_m, p_n)`` (:class:`reidkit.distances.CosineDistance`). The torch
-path works on chunks of classes and keeps only the features and the potentials between forward
-and backward, which recomputes (and differentiates) the cost chunk by chunk, so neither the
-``(B, L, M, N)`` cost nor the plan is ever held whole; the Triton path (:mod:`reidkit.kernels`,
-cosine cost) keeps each problem on chip.
+MMPL's cosine cost ``1 - cos(f_m, p_n)`` (:class:`reidkit.distances.CosineDistance`). The
+features are prepared once (:meth:`reidkit.distances.Distance.prepare`: L2-normalised for the
+cosine), outside the autograd function. Its torch path works on chunks of classes and keeps only
+the prepared features and the potentials between forward and backward, which recomputes (and
+differentiates) the cost chunk by chunk, so neither the ``(B, L, M, N)`` cost nor the plan is
+ever held whole; its Triton path (:mod:`reidkit.kernels`, cosine cost ``1 - x y^T`` of the unit
+features) keeps each problem on chip.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ import dataclasses
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from reidkit import checks
@@ -79,7 +80,7 @@ def pairwise_ot_distance(
     _check_features(x, y, x_mask)
     checks.check_integer("chunk_size", chunk_size, 1, optional=True)
     dtype = torch.promote_types(x.dtype, y.dtype)
-    x, y = x.to(dtype), y.to(dtype)
+    x, y = distance.prepare(x).to(dtype), distance.prepare(y).to(dtype)
     cosine = isinstance(distance, CosineDistance)
     triton = use_triton(
         options,
@@ -99,8 +100,6 @@ def pairwise_ot_distance(
         distances = torch.cat([chunk[0] for chunk in chunks], dim=1)
         converged = torch.cat([chunk[3] for chunk in chunks], dim=1)
     else:
-        if triton:  # the kernels compute 1 - x y^T of unit vectors
-            x, y = F.normalize(x, dim=-1), F.normalize(y, dim=-1)
         problem = _Problem(options, distance, chunk_size, triton)
         distances, converged = _PairwiseOT.apply(x, y, x_mask, problem)
     report_nonconvergence(
@@ -162,11 +161,12 @@ def _check_features(x: Tensor, y: Tensor, x_mask: Tensor | None) -> None:
 
 
 def _chunk_cost(distance: Distance, x: Tensor, y: Tensor) -> Tensor:
-    """``(B, Lc, M, N)`` costs of the patches ``x`` ``(B, M, D)`` against ``y`` ``(Lc, N, D)``.
+    """``(B, Lc, M, N)`` costs of the prepared patches ``x`` ``(B, M, D)`` against the prepared
+    tokens ``y`` ``(Lc, N, D)``.
 
     A similarity enters as its negative.
     """
-    values = distance.pairwise(x[:, None], y[None])
+    values = distance.compute(x[:, None], y[None])
     return -values if distance.is_inverted else values
 
 
