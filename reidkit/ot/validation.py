@@ -14,6 +14,8 @@ import torch
 from torch import Tensor
 
 from reidkit import checks
+from reidkit._deprecation import moved_names
+from reidkit.ot.options import SinkhornOptions
 
 _MARGINAL_SUM_TOL = 1e-3
 # cost / epsilon must stay this far below the largest float of the working dtype: the
@@ -119,3 +121,40 @@ def marginal(
         worst = float((total - 1).abs().max())
         raise ValueError(f"{name} must sum to 1 over its last dimension (off by up to {worst:.3g})")
     return weights / total[..., None]
+
+
+def _check_solver_options(
+    epsilon: float,
+    max_iter: int,
+    tol: float | None,
+    grad: str,
+    backend: str,
+    stop_rule: str,
+    on_nonconvergence: str = "warn",
+) -> tuple[float, int, float | None]:
+    """The former check of the solver settings, now :class:`reidkit.ot.SinkhornOptions`."""
+    options = SinkhornOptions(
+        epsilon=epsilon,
+        max_iter=max_iter,
+        tol=tol,
+        grad=grad,  # type: ignore[arg-type]  # checked by SinkhornOptions
+        backend=backend,  # type: ignore[arg-type]
+        stop_rule=stop_rule,  # type: ignore[arg-type]
+        on_nonconvergence=on_nonconvergence,  # type: ignore[arg-type]
+    )
+    return options.epsilon, options.max_iter, options.tol
+
+
+__getattr__ = moved_names(
+    __name__,
+    {
+        "check_solver_options": (_check_solver_options, "reidkit.ot.SinkhornOptions"),
+        "check_choice": "reidkit.checks.check_choice",
+        "check_finite": "reidkit.checks.check_finite",
+        "real_number": "reidkit.checks.real_number",
+        **{
+            name: f"reidkit.ot.options.{name}"
+            for name in ("GRAD_MODES", "BACKENDS", "STOP_RULES", "NONCONVERGENCE_ACTIONS")
+        },
+    },
+)
