@@ -191,10 +191,10 @@ class _PairwiseOT(torch.autograd.Function):
 
     The forward runs the chunked torch solver or the fused kernel; the backward recomputes the
     cost and the plan from the potentials (chunk by chunk, or on chip). A problem whose implicit
-    gradient is not finite gets its envelope gradient (:mod:`reidkit.ot.diagnostics`): the
-    torch backward decides per problem; the fused backward cannot tell the problems apart in its
-    summed feature gradients, so when these are not finite (and the upstream gradient is) the
-    backward is recomputed on the torch path, which decides per problem.
+    gradient is not finite gets its envelope gradient (:mod:`reidkit.ot.diagnostics`). Both
+    backwards sum the gradients of all problems into the features, where a problem's NaN or
+    infinity shows: when the feature gradients are not finite (and the upstream gradient is),
+    the backward is recomputed on the torch path, deciding problem by problem.
     """
 
     @staticmethod
@@ -232,21 +232,23 @@ class _PairwiseOT(torch.autograd.Function):
     ) -> tuple[Tensor | None, ...]:
         x, y, f, g = ctx.saved_tensors
         problem: _Problem = ctx.problem
+        options = problem.options
         if problem.triton:
             from reidkit.kernels.sinkhorn_kernels import pairwise_feature_grads
 
-            options = problem.options
             grad_x, grad_y = pairwise_feature_grads(
                 x, y, f, g, grad_distance, options.epsilon, options.grad
             )
-            if (
-                options.grad == "implicit"
-                and not (checks.is_finite(grad_x) and checks.is_finite(grad_y))
-                and checks.is_finite(grad_distance)
-            ):
-                grad_x, grad_y = _torch_backward(x, y, f, g, ctx.x_mask, grad_distance, problem)
         else:
             grad_x, grad_y = _torch_backward(x, y, f, g, ctx.x_mask, grad_distance, problem)
+        if (
+            options.grad == "implicit"
+            and not (checks.is_finite(grad_x) and checks.is_finite(grad_y))
+            and checks.is_finite(grad_distance)
+        ):
+            grad_x, grad_y = _torch_backward(
+                x, y, f, g, ctx.x_mask, grad_distance, problem, fallback=True
+            )
         return grad_x.to(x.dtype), grad_y.to(y.dtype), None, None
 
 
@@ -258,12 +260,14 @@ def _torch_backward(
     x_mask: Tensor | None,
     grad_distance: Tensor,
     problem: _Problem,
+    fallback: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """Gradients ``(B, M, D)``, ``(L, N, D)`` of ``sum(grad_distance * d)``, chunk by chunk.
 
     Each chunk's cost is recomputed with autograd and differentiated with the cost gradient of
     the implicit (or envelope) backward; the potentials ``f`` ``(B, L, M)``, ``g``
-    ``(B, L, N)`` give the plan and its dtype the working dtype.
+    ``(B, L, N)`` give the plan and its dtype the working dtype. With ``fallback``, a problem
+    whose implicit gradient is not finite gets its envelope gradient, counted and reported.
     """
     epsilon, chunk = problem.options.epsilon, problem.chunk_size
     work = f.dtype
@@ -288,10 +292,11 @@ def _torch_backward(
         upstream = grad_distance[:, start:stop].reshape(-1).to(work)
         if problem.options.grad == "implicit":
             grad_cost, grad_a, grad_b = implicit_vjp(flat_cost, plan, epsilon, None, upstream)
-            grad_cost, _, _, chunk_fell_back = envelope_fallback(
-                grad_cost, grad_a, grad_b, plan, None, upstream
-            )
-            fell_back.append(chunk_fell_back)
+            if fallback:
+                grad_cost, _, _, chunk_fell_back = envelope_fallback(
+                    grad_cost, grad_a, grad_b, plan, None, upstream
+                )
+                fell_back.append(chunk_fell_back)
         else:
             grad_cost = plan * upstream[:, None, None]
         chunk_grad_x, grad_y[start:stop] = torch.autograd.grad(
