@@ -16,6 +16,7 @@ _PUBLIC_NAMES: dict[str, str] = {
     # optimal transport (reidkit.ot)
     "sinkhorn": "reidkit.ot",
     "SinkhornOT": "reidkit.ot",
+    "SinkhornOptions": "reidkit.ot",
     "SinkhornResult": "reidkit.ot",
     "pairwise_ot_distance": "reidkit.ot",
     # data (reidkit.data)

@@ -11,17 +11,23 @@ that names the old and the new path, attributed to the line that asked for the n
 :class:`AttributeError` as usual. A name whose replacement is not the same object (a function
 whose default or signature changed) maps to ``(old_behaviour, "what to use instead")``, the
 old behaviour given as an object or as a dotted path.
+
+Keyword arguments that gave way to another argument (the Sinkhorn settings that became one
+``options=`` object) keep working the same way: :func:`warn_deprecated_arguments` warns once
+per function and process, naming what to pass instead.
 """
 
 from __future__ import annotations
 
 import importlib
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from reidkit._warnings import external_stacklevel
+
 _warned: set[str] = set()
-"""Old paths (``"module.name"``) that have warned in this process."""
+"""Old paths (``"module.name"``; ``"owner()"`` for keywords) that warned in this process."""
 
 
 def moved_names(
@@ -59,3 +65,29 @@ def moved_names(
         return value
 
     return __getattr__
+
+
+def warn_deprecated_arguments(owner: str, names: Sequence[str], advice: str) -> None:
+    """Warn, once per ``owner`` and process, that its keyword arguments ``names`` are deprecated.
+
+    The :class:`DeprecationWarning` reads ``"the keyword arguments epsilon, max_iter of
+    reidkit.PatchToTokenAlignment are deprecated and will be removed in the next release; use
+    options=..."`` and is attributed to the first caller outside reidkit.
+
+    Args:
+        owner: the function or class that took them, as users name it.
+        names: the deprecated keywords that were given.
+        advice: what to pass instead.
+    """
+    key = f"{owner}()"
+    if key in _warned:
+        return
+    _warned.add(key)
+    noun = "keyword argument " if len(names) == 1 else "keyword arguments "
+    verb = "is" if len(names) == 1 else "are"
+    warnings.warn(
+        f"the {noun}{', '.join(names)} of {owner} {verb} deprecated and will be removed in the "
+        f"next release; use {advice}",
+        DeprecationWarning,
+        stacklevel=external_stacklevel(),
+    )

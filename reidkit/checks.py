@@ -6,7 +6,8 @@ or a shape error deep inside a computation. Every module checks its arguments th
 functions, so one kind of argument is always described in the same words.
 
 - scalars: :func:`check_integer`, :func:`check_number`, :func:`check_choice`,
-  :func:`check_scale` and the predicate :func:`is_integer`;
+  :func:`check_scale` and the predicate :func:`is_integer`; :func:`as_int` and :func:`as_float`
+  check NumPy scalars (and 0-d tensors) too and return the Python value;
 - tensors: :func:`check_float_matrix`, :func:`check_labels`, :func:`check_same_width`,
   :func:`check_finite` (and :func:`is_finite`), :func:`describe`;
 - array input (numpy, torch or lists): :func:`as_matrix`.
@@ -17,6 +18,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Collection
+from typing import Literal, cast, overload
 
 import numpy as np
 import torch
@@ -116,6 +118,97 @@ def check_number(
         bound = ""
     expected = f"a finite number {bound}".rstrip() if finite else bound or "a number"
     raise ValueError(f"{name} must be {'None or ' if optional else ''}{expected}, got {value!r}")
+
+
+def real_number(value: object) -> float | None:
+    """``value`` as a Python float if it is a real number, else ``None``.
+
+    Accepts Python and NumPy scalars and 0-d real tensors (whose value is read, so it is taken
+    as a constant); ``bool`` is not a number here.
+    """
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, Tensor):
+        if value.dim() != 0 or value.is_complex() or value.dtype == torch.bool:
+            return None
+        return float(value.item())
+    if isinstance(value, numbers.Real):
+        return float(value)
+    return None
+
+
+@overload
+def as_float(
+    name: str,
+    value: object,
+    *,
+    above: float | None = ...,
+    at_least: float | None = ...,
+    below: float | None = ...,
+    at_most: float | None = ...,
+    finite: bool = ...,
+    optional: Literal[False] = ...,
+) -> float: ...
+
+
+@overload
+def as_float(
+    name: str,
+    value: object,
+    *,
+    above: float | None = ...,
+    at_least: float | None = ...,
+    below: float | None = ...,
+    at_most: float | None = ...,
+    finite: bool = ...,
+    optional: bool,
+) -> float | None: ...
+
+
+def as_float(
+    name: str,
+    value: object,
+    *,
+    above: float | None = None,
+    at_least: float | None = None,
+    below: float | None = None,
+    at_most: float | None = None,
+    finite: bool = False,
+    optional: bool = False,
+) -> float | None:
+    """``value`` as a Python float, checked as :func:`check_number` checks it.
+
+    Accepts NumPy scalars and 0-d tensors as well (:func:`real_number`), so that
+    ``np.float32(0.1)`` or ``torch.tensor(0.1)`` work wherever ``0.1`` does.
+
+    Returns:
+        The float, or ``None`` for ``None`` when ``optional``.
+    """
+    if optional and value is None:
+        return None
+    number = real_number(value)
+    check_number(
+        name,
+        value if number is None else number,
+        above=above,
+        at_least=at_least,
+        below=below,
+        at_most=at_most,
+        finite=finite,
+        optional=optional,
+    )
+    return number
+
+
+def as_int(name: str, value: object, minimum: int | None = None, maximum: int | None = None) -> int:
+    """``value`` as a Python int, checked as :func:`check_integer` checks it.
+
+    Accepts NumPy integers as well (``bool`` is refused).
+    """
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        value = int(value)
+    check_integer(name, value, minimum, maximum)
+    return cast(int, value)
 
 
 def check_choice(name: str, value: object, choices: Collection[object]) -> None:

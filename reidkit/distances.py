@@ -1,8 +1,10 @@
-"""Pairwise geometry between two sets of rows, shared by losses, evaluation and re-ranking.
+"""Pairwise geometry between two sets of rows, shared by losses, evaluation, re-ranking and OT.
 
 A :class:`Distance` maps ``x`` ``(N, D)`` and ``y`` ``(M, D)`` to an ``(N, M)`` matrix with
-:meth:`Distance.pairwise`; :attr:`Distance.is_inverted` says whether larger values mean closer
-rows (a similarity) or farther ones (a distance):
+:meth:`Distance.pairwise` (leading dimensions broadcast: ``(B, 1, M, D)`` and ``(1, L, N, D)``
+give the ``(B, L, M, N)`` costs of every image's patches against every class's tokens);
+:attr:`Distance.is_inverted` says whether larger values mean closer rows (a similarity) or
+farther ones (a distance):
 
 ==============================  ==========================================  ============
 class                           value                                       is_inverted
@@ -14,7 +16,9 @@ class                           value                                       is_i
 
 Wherever a component takes a ``distance=`` (or ``metric=``) it takes such an object or one of
 the names of :data:`DISTANCE_NAMES` (:func:`get_distance`). The objects are frozen dataclasses:
-they compare equal by value and print their settings.
+they compare equal by value and print their settings. The optimal-transport costs are distances
+too: :func:`reidkit.pairwise_ot_distance` takes one as its ground cost, and
+:func:`reidkit.parts.assign_patches` a similarity as its scores.
 """
 
 from __future__ import annotations
@@ -32,36 +36,70 @@ from reidkit import checks
 
 
 class Distance(ABC):
-    """Base class of the pairwise geometries: subclasses write :meth:`compute`."""
+    """Base class of the pairwise geometries.
+
+    A geometry is a per-row :meth:`prepare` step (the L2 normalisation of the cosine, or of
+    ``normalize_embeddings``; nothing otherwise) followed by :meth:`compute` on the prepared
+    rows; :meth:`pairwise` checks the shapes and runs both. Subclasses write :meth:`compute`
+    and, if they normalise, set :attr:`normalizes`. A caller that evaluates the same rows many
+    times (the optimal-transport costs, chunk by chunk) prepares them once.
+    """
 
     is_inverted: ClassVar[bool] = False
     """``True`` when larger values mean closer rows (a similarity)."""
 
-    def pairwise(self, x: Tensor, y: Tensor) -> Tensor:
-        """``(N, M)`` values between the rows of ``x`` ``(N, D)`` and ``y`` ``(M, D)``.
+    @property
+    def normalizes(self) -> bool:
+        """Whether :meth:`prepare` L2-normalises the rows."""
+        return False
 
-        Computed in the inputs' dtype and differentiable in both.
+    def pairwise(self, x: Tensor, y: Tensor) -> Tensor:
+        """``(..., N, M)`` values between the rows of ``x`` ``(..., N, D)`` and ``y``
+        ``(..., M, D)``.
+
+        The leading dimensions broadcast as in :func:`torch.matmul`, without copying either
+        input to the broadcast shape: ``x`` ``(B, 1, M, D)`` and ``y`` ``(1, L, N, D)`` give
+        ``(B, L, M, N)``. Computed in the inputs' dtype and differentiable in both.
         """
-        if x.dim() != 2 or y.dim() != 2 or x.shape[1] != y.shape[1]:
+        if x.dim() < 2 or y.dim() < 2 or x.shape[-1] != y.shape[-1]:
             raise ValueError(
-                f"x and y must have shapes (N, D) and (M, D), got {tuple(x.shape)} and "
+                f"x and y must have shapes (..., N, D) and (..., M, D), got {tuple(x.shape)} and "
                 f"{tuple(y.shape)}"
             )
-        return self.compute(x, y)
+        try:
+            torch.broadcast_shapes(x.shape[:-2], y.shape[:-2])
+        except RuntimeError as error:
+            raise ValueError(
+                f"x and y must have broadcastable leading dimensions, got {tuple(x.shape)} and "
+                f"{tuple(y.shape)}"
+            ) from error
+        return self.compute(self.prepare(x), self.prepare(y))
 
     __call__ = pairwise
 
+    def prepare(self, rows: Tensor) -> Tensor:
+        """The rows ``(..., D)`` as :meth:`compute` takes them: L2-normalised if
+        :attr:`normalizes`, unchanged otherwise."""
+        return F.normalize(rows, dim=-1) if self.normalizes else rows
+
     @abstractmethod
     def compute(self, x: Tensor, y: Tensor) -> Tensor:
-        """:meth:`pairwise` of inputs whose shapes are checked."""
+        """:meth:`pairwise` of prepared rows whose shapes are checked."""
 
 
 @dataclasses.dataclass(frozen=True)
 class CosineDistance(Distance):
-    """``1 - cos(x_i, y_j)``, in ``[0, 2]``: 0 for rows pointing the same way."""
+    """``1 - cos(x_i, y_j)``, in ``[0, 2]``: 0 for rows pointing the same way.
+
+    :meth:`compute` of prepared (unit) rows is ``1 - x_i . y_j``.
+    """
+
+    @property
+    def normalizes(self) -> bool:
+        return True
 
     def compute(self, x: Tensor, y: Tensor) -> Tensor:
-        return 1 - F.normalize(x, dim=-1) @ F.normalize(y, dim=-1).transpose(0, 1)
+        return 1 - _inner(x, y)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,7 +117,8 @@ class EuclideanDistance(Distance):
             so that it stays finite.
         normalize_embeddings: L2-normalise the rows first (``||x - y||^2 = 2 - 2 cos``).
 
-    Without autograd (evaluation) the ``(N, M)`` result is built in place in one buffer.
+    Without autograd (evaluation) a two-dimensional ``(N, M)`` result is built in place in one
+    buffer.
     """
 
     squared: bool = False
@@ -89,12 +128,17 @@ class EuclideanDistance(Distance):
     def __post_init__(self) -> None:
         checks.check_number("min_squared", self.min_squared, at_least=0, finite=True)
 
+    @property
+    def normalizes(self) -> bool:
+        return self.normalize_embeddings
+
     def compute(self, x: Tensor, y: Tensor) -> Tensor:
-        if self.normalize_embeddings:
-            x, y = F.normalize(x, dim=-1), F.normalize(y, dim=-1)
-        norms = x.square().sum(-1)[:, None] + y.square().sum(-1)[None, :]
-        if torch.is_grad_enabled() and (x.requires_grad or y.requires_grad):
-            squared = (norms - 2.0 * x @ y.transpose(0, 1)).clamp_min(self.min_squared)
+        norms = x.square().sum(-1)[..., :, None] + y.square().sum(-1)[..., None, :]
+        grad = torch.is_grad_enabled() and (x.requires_grad or y.requires_grad)
+        if grad or x.dim() != 2 or y.dim() != 2:
+            # 2 x_i . y_j as (2 x_i) . y_j: the rounding of the gradients the losses were
+            # measured with
+            squared = (norms - _inner(2.0 * x, y)).clamp_min(self.min_squared)
             return squared if self.squared else squared.sqrt()
         squared = norms.addmm_(x, y.transpose(0, 1), alpha=-2).clamp_(min=self.min_squared)
         return squared if self.squared else squared.sqrt_()
@@ -111,10 +155,24 @@ class DotProductSimilarity(Distance):
     is_inverted: ClassVar[bool] = True
     normalize_embeddings: bool = False
 
+    @property
+    def normalizes(self) -> bool:
+        return self.normalize_embeddings
+
     def compute(self, x: Tensor, y: Tensor) -> Tensor:
-        if self.normalize_embeddings:
-            x, y = F.normalize(x, dim=-1), F.normalize(y, dim=-1)
-        return x @ y.transpose(0, 1)
+        return _inner(x, y)
+
+
+def _inner(x: Tensor, y: Tensor) -> Tensor:
+    """Inner products ``(..., N, M)`` of the rows of ``x`` ``(..., N, D)`` and ``y (..., M, D)``.
+
+    With equal leading dimensions, a matrix product; otherwise ``einsum``, which broadcasts
+    them without expanding either input (``matmul`` would copy a ``(B, 1, M, D)`` input ``L``
+    times to ``(B, L, M, D)``).
+    """
+    if x.shape[:-2] == y.shape[:-2]:
+        return x @ y.transpose(-1, -2)
+    return torch.einsum("...nd,...md->...nm", x, y)
 
 
 DISTANCE_NAMES: dict[str, Callable[[], Distance]] = {

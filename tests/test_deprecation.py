@@ -6,10 +6,9 @@ import importlib
 import re
 import warnings
 
+import numpy as np
 import pytest
 import torch
-
-from reidkit import _deprecation
 
 MOVED = {
     "reidkit.eval": {
@@ -71,14 +70,24 @@ MOVED = {
     },
     "reidkit.selection.partition": {"patch_grid": "reidkit.selection.partition_grid"},
     "reidkit.clip.resize": {"patch_grid": "reidkit.clip.resize.patch_embedding_grid"},
+    "reidkit.ot.sinkhorn": {
+        name: f"reidkit.ot.options.{name}"
+        for name in ("Backend", "GradMode", "OnNonconvergence", "StopRule")
+    },
+    "reidkit.ot.validation": {
+        "check_choice": "reidkit.checks.check_choice",
+        "check_finite": "reidkit.checks.check_finite",
+        "real_number": "reidkit.checks.real_number",
+        **{
+            name: f"reidkit.ot.options.{name}"
+            for name in ("GRAD_MODES", "BACKENDS", "STOP_RULES", "NONCONVERGENCE_ACTIONS")
+        },
+    },
 }
 CASES = [(old, name, new) for old, names in MOVED.items() for name, new in names.items()]
 
 
-@pytest.fixture(autouse=True)
-def fresh_warnings(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every test sees the deprecations as a new process would: none has warned yet."""
-    monkeypatch.setattr(_deprecation, "_warned", set())
+pytestmark = pytest.mark.usefixtures("fresh_deprecations")  # as a new process sees them
 
 
 def _resolve(path: str) -> object:
@@ -143,6 +152,13 @@ def test_the_former_distance_functions_keep_their_defaults() -> None:
     half = by_evaluation(x.detach().half(), x.detach().half(), "sqeuclidean")
     assert half.dtype == torch.float32  # half input computed in float32
     torch.testing.assert_close(half, manual.detach().square().float(), atol=1e-2, rtol=1e-2)
+
+
+def test_the_former_check_of_the_solver_settings_keeps_its_signature() -> None:
+    check = _deprecated("reidkit.ot.validation", "check_solver_options")
+    assert check(np.float32(0.5), 20, None, "envelope", "torch", "update") == (0.5, 20, None)
+    with pytest.raises(ValueError, match="max_iter must be an integer >= 1, got 0"):
+        check(0.1, 0, 1e-3, "implicit", "auto", "marginal")
 
 
 def test_the_former_checks_keep_their_signatures() -> None:

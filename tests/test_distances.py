@@ -58,6 +58,61 @@ def test_every_distance_equals_the_pairwise_formula(name, rows, seed, requires_g
     np.testing.assert_allclose(values.detach().numpy(), expected, atol=1e-10)
 
 
+@pytest.mark.parametrize("name", sorted(DISTANCE_NAMES))
+@given(
+    shapes=st.sampled_from(
+        [
+            ((3, 1), (1, 4)),  # every image's patches against every class's tokens
+            ((2,), (2,)),  # matched leading dimensions
+            ((2, 3), (3,)),  # y shared along the first
+            ((), (2, 2)),  # x shared
+        ]
+    ),
+    rows=st.tuples(st.integers(1, 4), st.integers(1, 4), st.integers(1, 5)),
+    seed=st.integers(0, 2**16),
+    requires_grad=st.booleans(),
+)
+def test_leading_dimensions_broadcast_as_a_loop_of_pairwise_formulas(
+    name, shapes, rows, seed, requires_grad
+) -> None:
+    (lead_x, lead_y), (num_x, num_y, dim) = shapes, rows
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(*lead_x, num_x, dim, dtype=torch.float64, generator=generator)
+    y = torch.randn(*lead_y, num_y, dim, dtype=torch.float64, generator=generator)
+    x.requires_grad_(requires_grad)
+    values = get_distance(name).pairwise(x, y)
+    lead = torch.broadcast_shapes(lead_x, lead_y)
+    assert values.shape == (*lead, num_x, num_y) and values.dtype == torch.float64
+    x_full = x.detach().expand(*lead, num_x, dim)
+    y_full = y.expand(*lead, num_y, dim)
+    for index in np.ndindex(*lead):
+        expected = brute_force(x_full[index].numpy(), y_full[index].numpy(), name)
+        np.testing.assert_allclose(values[index].detach().numpy(), expected, atol=1e-10)
+
+
+def test_pairwise_is_compute_of_the_prepared_rows() -> None:
+    x, y = 3 * torch.randn(2, 4, 5, dtype=torch.float64), torch.randn(2, 3, 5, dtype=torch.float64)
+    for distance, normalizes in (
+        (CosineDistance(), True),
+        (EuclideanDistance(), False),
+        (EuclideanDistance(normalize_embeddings=True), True),
+        (DotProductSimilarity(), False),
+        (DotProductSimilarity(normalize_embeddings=True), True),
+    ):
+        assert distance.normalizes == normalizes
+        prepared = distance.prepare(x)
+        expected_norms = torch.ones(2, 4, dtype=torch.float64) if normalizes else x.norm(dim=-1)
+        torch.testing.assert_close(prepared.norm(dim=-1), expected_norms)
+        assert torch.equal(distance.pairwise(x, y), distance.compute(prepared, distance.prepare(y)))
+
+
+def test_gradcheck_of_the_broadcast_form() -> None:
+    x = torch.randn(2, 1, 3, 4, dtype=torch.float64, requires_grad=True)
+    y = torch.randn(1, 3, 2, 4, dtype=torch.float64, requires_grad=True)
+    for distance in (CosineDistance(), EuclideanDistance(), DotProductSimilarity(True)):
+        assert torch.autograd.gradcheck(distance.pairwise, (x, y))
+
+
 @pytest.mark.parametrize(
     ("distance", "kind"),
     [
@@ -129,8 +184,14 @@ def test_names_objects_and_bad_input() -> None:
         get_distance("manhattan", "metric")
     with pytest.raises(ValueError, match="got \\['cosine'\\]"):
         get_distance(["cosine"])
-    with pytest.raises(ValueError, match=r"x and y must have shapes \(N, D\) and \(M, D\)"):
+    message = "x and y must have shapes (..., N, D) and (..., M, D), got (3, 4) and (3, 5)"
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
         CosineDistance()(torch.randn(3, 4), torch.randn(3, 5))
+    with pytest.raises(ValueError, match=r"^x and y must have shapes .* got \(4,\) and \(3, 4\)$"):
+        CosineDistance()(torch.randn(4), torch.randn(3, 4))
+    message = "x and y must have broadcastable leading dimensions, got (2, 3, 4) and (3, 5, 4)"
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        CosineDistance()(torch.randn(2, 3, 4), torch.randn(3, 5, 4))
     with pytest.raises(ValueError, match="min_squared must be a finite number >= 0"):
         EuclideanDistance(min_squared=-1.0)
 

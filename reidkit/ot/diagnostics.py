@@ -1,26 +1,34 @@
-"""The signal for problems that stopped at ``max_iter`` with their stop rule unmet.
+"""The signals for results that cannot be taken at face value, and the gradient's safety net.
 
-:func:`reidkit.sinkhorn` and :func:`reidkit.pairwise_ot_distance` take
-``on_nonconvergence="ignore" | "warn" | "raise"``. A warning is attributed to the first caller
-outside reidkit and torch, with a text that does not depend on the data, so that Python's
+- **Non-convergence.** :func:`reidkit.sinkhorn` and :func:`reidkit.pairwise_ot_distance` take
+  ``on_nonconvergence="ignore" | "warn" | "raise"`` (a field of
+  :class:`~reidkit.ot.SinkhornOptions`) for problems that stopped at ``max_iter`` with their
+  stop rule unmet (:func:`report_nonconvergence`).
+- **Gradient fallback.** The implicit gradient solves a regularised, positive definite system
+  (:mod:`reidkit.ot.implicit`) and is finite for every finite input the solver accepts. As a
+  safety net, a problem whose implicit gradient is still not finite while its upstream gradient
+  is gets the envelope gradient instead (:func:`envelope_fallback`): the plan held constant,
+  ``d distance / d cost = plan``. Each such problem is flagged in
+  :attr:`reidkit.SinkhornResult.grad_fallback`, counted in :func:`grad_fallback_count`, and
+  reported by a :class:`RuntimeWarning` (:func:`report_grad_fallback`).
+
+A warning is attributed to the first caller outside reidkit and torch (for a gradient, the line
+that called ``backward``), with a text that does not depend on the data, so that Python's
 warning filters show it once per call site (the ``"default"`` action) and can select it by
 module or line.
 """
 
 from __future__ import annotations
 
-import os
-import sys
 import warnings
 
 import torch
 from torch import Tensor
 
-# Frames in these folders are skipped when a warning is attributed to its call site.
-_INTERNAL_PREFIXES = (
-    os.path.dirname(os.path.dirname(__file__)) + os.sep,  # reidkit/
-    os.path.dirname(torch.__file__) + os.sep,  # torch/ (Module.__call__, Function.apply)
-)
+from reidkit._warnings import external_stacklevel
+
+_grad_fallbacks = 0
+"""Problems of this process whose implicit gradient was replaced by the envelope gradient."""
 
 
 def report_nonconvergence(
@@ -56,13 +64,97 @@ def report_nonconvergence(
         f"{caller}: some problems stopped at max_iter={max_iter} before meeting {rule}, so "
         f"their results are not converged; {advice}, or pass on_nonconvergence='ignore'",
         RuntimeWarning,
-        stacklevel=_external_stacklevel(),
+        stacklevel=external_stacklevel(),
     )
 
 
-def _external_stacklevel() -> int:
-    """The ``stacklevel`` of the first frame outside reidkit and torch, for ``warnings.warn``."""
-    frame, level = sys._getframe(1), 1  # level 1: the function that calls warnings.warn
-    while frame is not None and frame.f_code.co_filename.startswith(_INTERNAL_PREFIXES):
-        frame, level = frame.f_back, level + 1
-    return level
+def envelope_fallback(
+    grad_cost: Tensor,
+    grad_a: Tensor,
+    grad_b: Tensor,
+    plan: Tensor,
+    grad_plan: Tensor | None,
+    grad_distance: Tensor | None,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Replace the implicit gradient of the problems where it is not finite by the envelope one.
+
+    Problem ``k`` falls back when its implicit gradients (``grad_cost[k]``, ``grad_a[k]``,
+    ``grad_b[k]``) hold a NaN or infinity while its upstream gradients (``grad_plan[k]``,
+    ``grad_distance[k]``) do not: a non-finite upstream gradient is passed on as it is, never
+    hidden. Its gradients become those of ``grad="envelope"``: ``grad_distance[k] * plan[k]``
+    for the cost (the plan held constant, so ``grad_plan`` contributes nothing) and 0 for the
+    marginals.
+
+    Args:
+        grad_cost: ``(B, M, N)`` implicit gradient with respect to the cost.
+        grad_a: ``(B, M)`` and ``grad_b`` ``(B, N)``: with respect to the marginals.
+        plan: ``(B, M, N)`` the plan of the forward pass.
+        grad_plan: ``(B, M, N)`` upstream gradient of the plan, or ``None``.
+        grad_distance: ``(B,)`` upstream gradient of the distance, or ``None``.
+
+    Returns:
+        ``(grad_cost, grad_a, grad_b, fell_back)``, the last ``(B,)`` bool. The inputs are
+        returned unchanged when no problem falls back.
+    """
+    if bool(torch.isfinite(grad_cost.sum() + grad_a.sum() + grad_b.sum())):
+        # The common case in one reduction: the sum of values holding NaN or infinity is not
+        # finite (a finite sum that overflows only sends the check the long way round).
+        return grad_cost, grad_a, grad_b, torch.zeros_like(grad_a[:, 0], dtype=torch.bool)
+    implicit_finite = _finite_per_problem(grad_cost) & _finite_per_problem(grad_a)
+    implicit_finite &= _finite_per_problem(grad_b)
+    upstream_finite = torch.ones_like(implicit_finite)
+    if grad_plan is not None:
+        upstream_finite &= _finite_per_problem(grad_plan)
+    if grad_distance is not None:
+        upstream_finite &= torch.isfinite(grad_distance)
+    fell_back = ~implicit_finite & upstream_finite
+    if not bool(fell_back.any()):
+        return grad_cost, grad_a, grad_b, fell_back
+    if grad_distance is None:
+        envelope = torch.zeros_like(plan)
+    else:
+        envelope = plan * grad_distance[:, None, None]
+    grad_cost = torch.where(fell_back[:, None, None], envelope, grad_cost)
+    grad_a = torch.where(fell_back[:, None], 0.0, grad_a)
+    grad_b = torch.where(fell_back[:, None], 0.0, grad_b)
+    return grad_cost, grad_a, grad_b, fell_back
+
+
+def _finite_per_problem(values: Tensor) -> Tensor:
+    """``(B,)`` bool: whether ``values[k]`` holds no NaN and no infinity (its extremes only)."""
+    if values.shape[0] == 0 or values[0].numel() == 0:
+        return torch.ones(values.shape[0], dtype=torch.bool, device=values.device)
+    low, high = values.reshape(values.shape[0], -1).aminmax(dim=1)
+    return torch.isfinite(low) & torch.isfinite(high)
+
+
+def report_grad_fallback(fell_back: Tensor, caller: str) -> None:
+    """Count the problems that fell back to the envelope gradient and warn if there are any.
+
+    Args:
+        fell_back: bool flags of the problems of one backward pass.
+        caller: the public function named in the message.
+    """
+    global _grad_fallbacks
+    count = int(fell_back.sum()) if fell_back.numel() else 0
+    if count == 0:
+        return
+    _grad_fallbacks += count
+    warnings.warn(
+        f"{caller}: the implicit gradient of some problems was not finite, so their envelope "
+        "gradient (the plan held constant) was used instead; reidkit.ot.grad_fallback_count() "
+        "counts them",
+        RuntimeWarning,
+        stacklevel=external_stacklevel(),
+    )
+
+
+def grad_fallback_count() -> int:
+    """The problems of this process whose implicit gradient fell back to the envelope gradient.
+
+    Counted by every backward pass of :func:`reidkit.sinkhorn` and
+    :func:`reidkit.pairwise_ot_distance` (on either backend) since the process started; read it
+    before and after a step to count that step's. Zero in any run where the implicit system
+    behaved as designed.
+    """
+    return _grad_fallbacks

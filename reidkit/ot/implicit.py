@@ -30,6 +30,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from reidkit.ot.diagnostics import envelope_fallback, report_grad_fallback
+
 # Ridge of the reduced system, relative to the mean column mass, per dtype of the plan: a few
 # units of round-off, far below the eigenvalues of a connected plan.
 RIDGE = {torch.float32: 2.0**-20, torch.float64: 2.0**-49}
@@ -138,7 +140,11 @@ def implicit_vjp(
 
 
 class ImplicitSinkhorn(torch.autograd.Function):
-    """``(plan, distance)`` from converged potentials, differentiated implicitly."""
+    """``(plan, distance)`` from converged potentials, differentiated implicitly.
+
+    ``fallback`` ``(B,)`` bool is set, in place, for the problems whose backward fell back to
+    the envelope gradient (:func:`reidkit.ot.diagnostics.envelope_fallback`).
+    """
 
     @staticmethod
     def forward(  # type: ignore[override]
@@ -149,11 +155,12 @@ class ImplicitSinkhorn(torch.autograd.Function):
         f: Tensor,
         g: Tensor,
         epsilon: float,
+        fallback: Tensor,
     ) -> tuple[Tensor, Tensor]:
         plan = plan_from_potentials(cost, f, g, epsilon)
         distance = transport_cost(plan, cost)
         ctx.save_for_backward(cost, f, g)
-        ctx.epsilon = epsilon
+        ctx.epsilon, ctx.fallback = epsilon, fallback
         ctx.set_materialize_grads(False)  # an unused output passes None, not a zero tensor
         return plan, distance
 
@@ -164,15 +171,21 @@ class ImplicitSinkhorn(torch.autograd.Function):
         grad_distance: Tensor | None,
     ) -> tuple[Tensor | None, ...]:
         if grad_plan is None and grad_distance is None:
-            return (None,) * 6
+            return (None,) * 7
         cost, f, g = ctx.saved_tensors
         plan = plan_from_potentials(cost, f, g, ctx.epsilon)
         grad_cost, grad_a, grad_b = implicit_vjp(cost, plan, ctx.epsilon, grad_plan, grad_distance)
+        grad_cost, grad_a, grad_b, fell_back = envelope_fallback(
+            grad_cost, grad_a, grad_b, plan, grad_plan, grad_distance
+        )
+        ctx.fallback |= fell_back
+        report_grad_fallback(fell_back, "sinkhorn")
         needs = ctx.needs_input_grad
         return (
             grad_cost if needs[0] else None,
             grad_a if needs[1] else None,
             grad_b if needs[2] else None,
+            None,
             None,
             None,
             None,

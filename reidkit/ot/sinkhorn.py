@@ -10,19 +10,19 @@ for any number of leading batch dimensions, with the iterations of eq. 16-17.
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from reidkit._deprecation import moved_names
+from reidkit.kernels import triton_supports
 from reidkit.ot import solvers, validation
+from reidkit.ot.backend import use_triton
 from reidkit.ot.diagnostics import report_nonconvergence
 from reidkit.ot.implicit import ImplicitSinkhorn, plan_from_potentials, transport_cost
+from reidkit.ot.options import SinkhornOptions, options_from_keywords
 
-GradMode = Literal["implicit", "envelope", "unrolled"]
-Backend = Literal["auto", "torch", "triton"]
-StopRule = Literal["marginal", "update"]
-OnNonconvergence = Literal["ignore", "warn", "raise"]
 Mask = tuple[Tensor | None, Tensor | None]
 
 
@@ -41,7 +41,12 @@ class SinkhornResult:
         marginal_error: ``(...)`` ``|T 1 - a|_1 + |T^T 1 - b|_1`` of the returned plan.
         converged: ``(...)`` bool, ``True`` where the stop rule was met within ``max_iter``
             (everywhere with ``tol=None``). A problem that is not converged returns its last
-            iterate; see ``on_nonconvergence`` of :func:`sinkhorn`.
+            iterate; see ``on_nonconvergence`` of :class:`SinkhornOptions`.
+        grad_fallback: ``(...)`` bool, ``False`` when returned; a backward pass through the
+            implicit gradient sets it, in place, for the problems whose implicit gradient was
+            not finite and was replaced by the envelope gradient
+            (:mod:`reidkit.ot.diagnostics`). It stays ``False`` with ``grad="envelope"`` or
+            ``"unrolled"``.
     """
 
     plan: Tensor
@@ -51,6 +56,7 @@ class SinkhornResult:
     n_iter: Tensor
     marginal_error: Tensor
     converged: Tensor
+    grad_fallback: Tensor
 
 
 def sinkhorn(
@@ -58,17 +64,14 @@ def sinkhorn(
     a: Tensor | None = None,
     b: Tensor | None = None,
     *,
-    epsilon: float,
-    max_iter: int = 50,
-    tol: float | None = 1e-3,
-    grad: GradMode = "implicit",
-    backend: Backend = "auto",
+    options: SinkhornOptions | None = None,
     mask: Mask | None = None,
-    stop_rule: StopRule = "marginal",
-    check_every: int = 10,
-    on_nonconvergence: OnNonconvergence = "warn",
+    **solver_options: Any,
 ) -> SinkhornResult:
     """Solve a batch of entropic optimal-transport problems (MMPL eq. 14-17).
+
+    ``sinkhorn(cost, epsilon=0.1, max_iter=80)`` and
+    ``sinkhorn(cost, options=SinkhornOptions(epsilon=0.1, max_iter=80))`` are the same call.
 
     Args:
         cost: ``(..., M, N)`` cost matrices, any float dtype (half precision is computed in
@@ -76,38 +79,46 @@ def sinkhorn(
         a: ``(..., M)`` row marginals (broadcastable); uniform over the real rows if ``None``.
         b: ``(..., N)`` column marginals (broadcastable); uniform over the real columns if
             ``None``.
-        epsilon: entropic regularisation, MMPL's lambda and POT's ``reg`` (> 0; a Python or
-            NumPy scalar or a 0-d tensor, taken as a constant). ``|cost| / epsilon`` must be
-            representable in the working dtype (below about 5e36 in float32).
-        max_iter: iteration cap (>= 1). One iteration updates the rows, then the columns.
-        tol: stopping threshold per problem; ``None`` runs exactly ``max_iter`` iterations (as
-            AAformer's 3 iterations). With ``stop_rule="marginal"`` it bounds the L1 error of
-            the row marginals (columns are exact after each iteration).
-        grad: ``"implicit"`` (exact gradient of ``distance`` and ``plan`` for the returned
-            plan, from a regularised solve that never fails, see :mod:`reidkit.ot.implicit`;
-            memory independent of ``max_iter``), ``"envelope"`` (the plan is a constant:
-            ``d distance / d cost = plan``, the gradient of the regularised value rather than
-            of ``<T*, C>``), or ``"unrolled"`` (autograd through the iterations in the log
-            domain; memory grows with ``max_iter``).
-        backend: ``"torch"``, ``"triton"`` (the fused kernel of :mod:`reidkit.kernels`; raises
-            if Triton is missing or the shape is unsupported) or ``"auto"`` (Triton for CUDA
-            tensors of a supported shape when Triton imports, torch otherwise).
+        options: the solver settings, a :class:`SinkhornOptions`.
         mask: ``(row_mask, col_mask)``, boolean ``(..., M)`` and ``(..., N)`` tensors (either may
             be ``None``) with ``True`` on real entries, so that problems of different sizes share
             one padded batch. Masked entries of ``cost`` are ignored (they may be non-finite).
-        stop_rule: ``"marginal"`` (default) or ``"update"``, the MMPL rule (sec. 4.2,
-            ``tol=0.05``): stop when the mean absolute change of the row scaling
-            ``u = exp(f / epsilon)`` in one iteration falls below ``tol``, measured on the cost
-            shifted to mean 1 (as a cosine cost ``1 - cos``), so that adding a constant to the
-            cost changes nothing (:mod:`reidkit.ot.solvers`). The iteration that meets it is
-            applied. It is looser than the marginal rule: it can stop with marginal errors of
-            several percent.
-        check_every: iterations between host synchronisations that end the loop once every
-            problem has converged; results do not depend on it.
-        on_nonconvergence: what to do when some problem stops at ``max_iter`` with its stop
-            rule unmet: ``"warn"`` (default; one :class:`RuntimeWarning` per call site, under
-            Python's default warning filters), ``"raise"`` (:class:`RuntimeError`) or
-            ``"ignore"``. The flags are in ``converged`` either way.
+        **solver_options: the fields of :class:`SinkhornOptions` as keywords: they build the
+            options (``epsilon`` is then required), or override fields of ``options``:
+
+            - ``epsilon``: entropic regularisation, MMPL's lambda and POT's ``reg`` (> 0; a
+              Python or NumPy scalar or a 0-d tensor, taken as a constant).
+              ``|cost| / epsilon`` must be representable in the working dtype (below about
+              5e36 in float32).
+            - ``max_iter`` (50): iteration cap (>= 1). One iteration updates the rows, then the
+              columns.
+            - ``tol`` (1e-3): stopping threshold per problem; ``None`` runs exactly ``max_iter``
+              iterations (as AAformer's 3 iterations). With ``stop_rule="marginal"`` it bounds
+              the L1 error of the row marginals (columns are exact after each iteration).
+            - ``stop_rule`` (``"marginal"``) or ``"update"``, the MMPL rule (sec. 4.2,
+              ``tol=0.05``): stop when the mean absolute change of the row scaling
+              ``u = exp(f / epsilon)`` in one iteration falls below ``tol``, measured on the cost
+              shifted to mean 1 (as a cosine cost ``1 - cos``), so that adding a constant to
+              the cost changes nothing (:mod:`reidkit.ot.solvers`). The iteration that meets it
+              is applied. It is looser than the marginal rule: it can stop with marginal errors
+              of several percent.
+            - ``grad`` (``"implicit"``): the exact gradient of ``distance`` and ``plan`` for the
+              returned plan, from a regularised solve that never fails (see
+              :mod:`reidkit.ot.implicit`; memory independent of ``max_iter``); ``"envelope"``
+              (the plan is a constant: ``d distance / d cost = plan``, the gradient of the
+              regularised value rather than of ``<T*, C>``); or ``"unrolled"`` (autograd
+              through the iterations in the log domain; memory grows with ``max_iter``).
+            - ``backend`` (``"auto"``): ``"torch"``, ``"triton"`` (the fused kernel of
+              :mod:`reidkit.kernels`; raises if Triton is missing or the shape is unsupported)
+              or ``"auto"`` (Triton for CUDA tensors of a supported shape when Triton imports,
+              torch otherwise).
+            - ``on_nonconvergence`` (``"warn"``): what to do when some problem stops at
+              ``max_iter`` with its stop rule unmet: ``"warn"`` (one :class:`RuntimeWarning`
+              per call site, under Python's default warning filters), ``"raise"``
+              (:class:`RuntimeError`) or ``"ignore"``. The flags are in ``converged`` either
+              way.
+            - ``check_every`` (10): iterations between host synchronisations that end the loop
+              once every problem has converged; results do not depend on it.
 
     Returns:
         A :class:`SinkhornResult`. A batch of zero problems, ``cost`` ``(0, M, N)``, gives
@@ -118,14 +129,13 @@ def sinkhorn(
             ``epsilon <= 0``, negative marginals or marginals whose sums are off 1 by more than
             ``1e-3`` (closer ones are renormalised), mismatched shapes, ``max_iter < 1``, or an
             unknown mode or backend.
+        TypeError: for a keyword that is not a field of :class:`SinkhornOptions`, or without
+            ``epsilon`` and ``options``.
         RuntimeError: with ``on_nonconvergence="raise"``, if some problem did not converge.
     """
+    options = options_from_keywords("sinkhorn", options, solver_options)
     validation.check_cost(cost)
-    epsilon, max_iter, tol = validation.check_solver_options(
-        epsilon, max_iter, tol, grad, backend, stop_rule, on_nonconvergence
-    )
-    if isinstance(check_every, bool) or not isinstance(check_every, int) or check_every < 1:
-        raise ValueError(f"check_every must be an integer >= 1, got {check_every!r}")
+    epsilon, grad = options.epsilon, options.grad
     *batch, m, n = cost.shape
     row_mask, col_mask = _split_mask(mask)
     row_valid = validation.broadcast_mask(
@@ -150,35 +160,43 @@ def sinkhorn(
         fill = torch.where(flat_valid, flat_cost.detach(), float("inf")).amin(dim=(1, 2))
         flat_cost = torch.where(flat_valid, flat_cost, fill[:, None, None])
 
-    use_triton = _use_triton(backend, flat_cost, grad)
-    options = (epsilon, max_iter, tol, stop_rule)
+    triton = use_triton(
+        options,
+        triton_supports,
+        "a supported shape (see reidkit.kernels.triton_supports)",
+        cost=flat_cost,
+    )
+    settings = (epsilon, options.max_iter, options.tol, options.stop_rule)
     if flat_cost.shape[0] == 0:
         f, g = torch.zeros_like(flat_a), torch.zeros_like(flat_b)
         n_iter = torch.zeros(0, dtype=torch.int64, device=cost.device)
         converged = torch.ones(0, dtype=torch.bool, device=cost.device)
     elif grad == "unrolled":
         f, g, n_iter, converged = solvers.log_domain_potentials(
-            flat_cost, flat_a, flat_b, *options, check_every
+            flat_cost, flat_a, flat_b, *settings, options.check_every
         )
     else:
         with torch.no_grad():
-            if use_triton:
+            if triton:
                 from reidkit.kernels.sinkhorn_kernels import sinkhorn_potentials
 
                 f, g, n_iter, converged = sinkhorn_potentials(
-                    flat_cost.detach(), flat_a, flat_b, *options
+                    flat_cost.detach(), flat_a, flat_b, *settings
                 )
             else:
-                solve = (
+                solve_potentials = (
                     solvers.scaling_domain_potentials
                     if solvers.choose_domain(flat_cost, epsilon) == "scaling"
                     else solvers.log_domain_potentials
                 )
-                f, g, n_iter, converged = solve(
-                    flat_cost.detach(), flat_a, flat_b, *options, check_every
+                f, g, n_iter, converged = solve_potentials(
+                    flat_cost.detach(), flat_a, flat_b, *settings, options.check_every
                 )
+    grad_fallback = torch.zeros(batch, dtype=torch.bool, device=cost.device)
     if grad == "implicit":
-        plan, distance = ImplicitSinkhorn.apply(flat_cost, flat_a, flat_b, f, g, epsilon)
+        plan, distance = ImplicitSinkhorn.apply(
+            flat_cost, flat_a, flat_b, f, g, epsilon, grad_fallback.view(-1)
+        )
     else:  # the unrolled plan carries the graph of the iterations; the envelope one does not
         plan_cost = flat_cost if grad == "unrolled" else flat_cost.detach()
         plan = plan_from_potentials(plan_cost, f, g, epsilon)
@@ -189,7 +207,14 @@ def sinkhorn(
             dim=1
         )
     converged = converged.reshape(batch)
-    report_nonconvergence(converged, on_nonconvergence, "sinkhorn", max_iter, tol, stop_rule)
+    report_nonconvergence(
+        converged,
+        options.on_nonconvergence,
+        "sinkhorn",
+        options.max_iter,
+        options.tol,
+        options.stop_rule,
+    )
     out_dtype = cost.dtype
     return SinkhornResult(
         plan=plan.reshape(*batch, m, n).to(out_dtype),
@@ -199,6 +224,7 @@ def sinkhorn(
         n_iter=n_iter.reshape(batch),
         marginal_error=error.reshape(batch),
         converged=converged,
+        grad_fallback=grad_fallback,
     )
 
 
@@ -229,56 +255,29 @@ def _finite_potential(potential: Tensor) -> Tensor:
     return torch.where(torch.isinf(potential), 0.0, potential)
 
 
-def _use_triton(backend: str, cost: Tensor, grad: str) -> bool:
-    if backend == "torch":
-        return False
-    from reidkit.kernels import triton_available, triton_supports
-
-    supported = grad != "unrolled" and triton_available() and triton_supports(cost)
-    if backend == "triton":
-        if not supported:
-            raise ValueError(
-                "backend='triton' needs Triton, grad 'implicit' or 'envelope' and a supported "
-                f"shape (see reidkit.kernels.triton_supports); got cost {tuple(cost.shape)}, "
-                f"grad={grad!r}"
-            )
-        return True
-    return supported and cost.is_cuda
-
-
 class SinkhornOT(nn.Module):
-    """Entropic optimal transport as a module: ``SinkhornOT(epsilon=0.1)(cost)``.
+    """Entropic optimal transport as a module holding its :class:`SinkhornOptions`.
 
-    Holds the solver options of :func:`sinkhorn` (a non-converged problem is reported by one
-    warning per call site of the module); ``forward(cost, a=None, b=None, mask=None)``
-    takes ``cost`` ``(..., M, N)``, marginals ``(..., M)``/``(..., N)`` and an optional
-    ``(row_mask, col_mask)`` pair, and returns a :class:`SinkhornResult`.
+    ``SinkhornOT(options)``, or the options' fields as keywords as :func:`sinkhorn` takes them
+    (``SinkhornOT(epsilon=0.1)``; with ``options`` too, they override its fields). A
+    non-converged problem is reported by one warning per call site of the module;
+    ``forward(cost, a=None, b=None, mask=None)`` takes ``cost`` ``(..., M, N)``, marginals
+    ``(..., M)``/``(..., N)`` and an optional ``(row_mask, col_mask)`` pair, and returns a
+    :class:`SinkhornResult`.
+
+    Attributes:
+        options: the :class:`SinkhornOptions` of every call.
 
     Example:
-        >>> ot = SinkhornOT(epsilon=0.1, max_iter=50)
+        >>> ot = SinkhornOT(SinkhornOptions(epsilon=0.1, max_iter=50))
         >>> result = ot(torch.rand(8, 10, 4))
         >>> result.plan.shape, result.distance.shape
         (torch.Size([8, 10, 4]), torch.Size([8]))
     """
 
-    def __init__(
-        self,
-        epsilon: float,
-        max_iter: int = 50,
-        tol: float | None = 1e-3,
-        grad: GradMode = "implicit",
-        backend: Backend = "auto",
-        stop_rule: StopRule = "marginal",
-        on_nonconvergence: OnNonconvergence = "warn",
-    ) -> None:
+    def __init__(self, options: SinkhornOptions | None = None, **solver_options: Any) -> None:
         super().__init__()
-        self.epsilon, self.max_iter, self.tol = validation.check_solver_options(
-            epsilon, max_iter, tol, grad, backend, stop_rule, on_nonconvergence
-        )
-        self.grad = grad
-        self.backend = backend
-        self.stop_rule = stop_rule
-        self.on_nonconvergence = on_nonconvergence
+        self.options = options_from_keywords("SinkhornOT", options, solver_options)
 
     def forward(
         self,
@@ -287,23 +286,19 @@ class SinkhornOT(nn.Module):
         b: Tensor | None = None,
         mask: Mask | None = None,
     ) -> SinkhornResult:
-        return sinkhorn(
-            cost,
-            a,
-            b,
-            epsilon=self.epsilon,
-            max_iter=self.max_iter,
-            tol=self.tol,
-            grad=self.grad,
-            backend=self.backend,
-            mask=mask,
-            stop_rule=self.stop_rule,
-            on_nonconvergence=self.on_nonconvergence,
-        )
+        return sinkhorn(cost, a, b, options=self.options, mask=mask)
 
     def extra_repr(self) -> str:
-        return (
-            f"epsilon={self.epsilon}, max_iter={self.max_iter}, tol={self.tol}, "
-            f"grad={self.grad!r}, backend={self.backend!r}, stop_rule={self.stop_rule!r}, "
-            f"on_nonconvergence={self.on_nonconvergence!r}"
+        return ", ".join(
+            f"{field.name}={getattr(self.options, field.name)!r}"
+            for field in dataclasses.fields(self.options)
         )
+
+
+__getattr__ = moved_names(
+    __name__,
+    {
+        name: f"reidkit.ot.options.{name}"
+        for name in ("Backend", "GradMode", "OnNonconvergence", "StopRule")
+    },
+)

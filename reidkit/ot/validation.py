@@ -1,85 +1,26 @@
-"""Argument checks shared by the optimal-transport entry points.
+"""The checks of the tensors given to the optimal-transport entry points.
 
-Every check raises :class:`ValueError` naming the argument and what was expected, so that bad
-input fails loudly instead of producing NaNs deep inside an iteration.
+The solver settings are checked once, by :class:`reidkit.ot.SinkhornOptions`; the scalar and
+finiteness checks are those of :mod:`reidkit.checks`. What is left here is specific to OT: the
+cost (its shape, its finiteness on real entries, ``cost / epsilon`` within the working dtype),
+the masks and the marginals. Every check raises :class:`ValueError` naming the argument and
+what was expected, so that bad input fails loudly instead of producing NaNs deep inside an
+iteration.
 """
 
 from __future__ import annotations
 
-import math
-import numbers
-
 import torch
 from torch import Tensor
 
-GRAD_MODES = ("implicit", "envelope", "unrolled")
-BACKENDS = ("auto", "torch", "triton")
-STOP_RULES = ("marginal", "update")
-NONCONVERGENCE_ACTIONS = ("ignore", "warn", "raise")
+from reidkit import checks
+from reidkit._deprecation import moved_names
+from reidkit.ot.options import SinkhornOptions
+
 _MARGINAL_SUM_TOL = 1e-3
 # cost / epsilon must stay this far below the largest float of the working dtype: the
 # iterations add potentials of the same size to it.
 _EXPONENT_HEADROOM = 64.0
-
-
-def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-    """Raise unless ``value`` is one of ``choices``."""
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
-
-
-def real_number(value: object) -> float | None:
-    """``value`` as a Python float if it is a real number, else ``None``.
-
-    Accepts Python and NumPy scalars and 0-d real tensors (whose value is taken as a constant);
-    ``bool`` is not a number here.
-    """
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, Tensor):
-        if value.dim() != 0 or value.is_complex() or value.dtype == torch.bool:
-            return None
-        return float(value.item())
-    if isinstance(value, numbers.Real):
-        return float(value)
-    return None
-
-
-def _integer(value: object) -> int | None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        return None
-    return int(value)
-
-
-def check_solver_options(
-    epsilon: float,
-    max_iter: int,
-    tol: float | None,
-    grad: str,
-    backend: str,
-    stop_rule: str,
-    on_nonconvergence: str = "warn",
-) -> tuple[float, int, float | None]:
-    """Validate the scalar options of :func:`reidkit.sinkhorn`.
-
-    Returns:
-        ``(epsilon, max_iter, tol)`` as Python ``float``, ``int`` and ``float`` or ``None``
-        (NumPy scalars and 0-d tensors are accepted and converted).
-    """
-    epsilon_value = real_number(epsilon)
-    if epsilon_value is None or not math.isfinite(epsilon_value) or epsilon_value <= 0:
-        raise ValueError(f"epsilon must be a finite number > 0, got {epsilon!r}")
-    max_iter_value = _integer(max_iter)
-    if max_iter_value is None or max_iter_value < 1:
-        raise ValueError(f"max_iter must be an integer >= 1, got {max_iter!r}")
-    tol_value = None if tol is None else real_number(tol)
-    if tol is not None and (tol_value is None or not tol_value >= 0):
-        raise ValueError(f"tol must be None (fixed iterations) or a number >= 0, got {tol!r}")
-    check_choice("grad", grad, GRAD_MODES)
-    check_choice("backend", backend, BACKENDS)
-    check_choice("stop_rule", stop_rule, STOP_RULES)
-    check_choice("on_nonconvergence", on_nonconvergence, NONCONVERGENCE_ACTIONS)
-    return epsilon_value, max_iter_value, tol_value
 
 
 def check_cost(cost: Tensor) -> None:
@@ -92,16 +33,6 @@ def check_cost(cost: Tensor) -> None:
         raise ValueError(f"cost must be a floating-point tensor, got dtype {cost.dtype}")
     if cost.shape[-1] == 0 or cost.shape[-2] == 0:
         raise ValueError(f"cost must have M >= 1 and N >= 1, got shape {tuple(cost.shape)}")
-
-
-def check_finite(name: str, values: Tensor) -> None:
-    """Raise if ``values`` holds NaN or infinity."""
-    if values.numel() == 0:
-        return
-    # One reduction pass and no boolean temporary: NaN and +-inf reach the min or the max.
-    low, high = torch.aminmax(values)
-    if not bool(torch.isfinite(low) & torch.isfinite(high)):
-        raise ValueError(f"{name} must be finite; found NaN or inf")
 
 
 def check_cost_values(
@@ -180,7 +111,7 @@ def marginal(
         raise ValueError(
             f"{name} must broadcast to {tuple(shape)}, got shape {tuple(weights.shape)}"
         ) from error
-    check_finite(name, weights)
+    checks.check_finite(name, weights)
     if bool((weights < 0).any()):
         raise ValueError(f"{name} must be non-negative")
     if valid is not None and bool((weights.masked_select(~valid) != 0).any()):
@@ -190,3 +121,40 @@ def marginal(
         worst = float((total - 1).abs().max())
         raise ValueError(f"{name} must sum to 1 over its last dimension (off by up to {worst:.3g})")
     return weights / total[..., None]
+
+
+def _check_solver_options(
+    epsilon: float,
+    max_iter: int,
+    tol: float | None,
+    grad: str,
+    backend: str,
+    stop_rule: str,
+    on_nonconvergence: str = "warn",
+) -> tuple[float, int, float | None]:
+    """The former check of the solver settings, now :class:`reidkit.ot.SinkhornOptions`."""
+    options = SinkhornOptions(
+        epsilon=epsilon,
+        max_iter=max_iter,
+        tol=tol,
+        grad=grad,  # type: ignore[arg-type]  # checked by SinkhornOptions
+        backend=backend,  # type: ignore[arg-type]
+        stop_rule=stop_rule,  # type: ignore[arg-type]
+        on_nonconvergence=on_nonconvergence,  # type: ignore[arg-type]
+    )
+    return options.epsilon, options.max_iter, options.tol
+
+
+__getattr__ = moved_names(
+    __name__,
+    {
+        "check_solver_options": (_check_solver_options, "reidkit.ot.SinkhornOptions"),
+        "check_choice": "reidkit.checks.check_choice",
+        "check_finite": "reidkit.checks.check_finite",
+        "real_number": "reidkit.checks.real_number",
+        **{
+            name: f"reidkit.ot.options.{name}"
+            for name in ("GRAD_MODES", "BACKENDS", "STOP_RULES", "NONCONVERGENCE_ACTIONS")
+        },
+    },
+)

@@ -12,13 +12,22 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from functools import partial
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from reidkit import checks
-from reidkit.ot.sinkhorn import Backend
-from reidkit.parts.assignment import AssignmentMethod, Similarity, check_part_groups
+from reidkit.distances import Distance
+from reidkit.ot.options import SinkhornOptions, consumer_options
+from reidkit.parts.assignment import (
+    ASSIGNMENT_OPTIONS,
+    OLD_LAYER_KEYWORDS,
+    AssignmentMethod,
+    Similarity,
+    check_assignment,
+    check_part_groups,
+)
 from reidkit.parts.attention import PartTokenAttention
 from reidkit.parts.backbones import wrap_backbone
 
@@ -61,13 +70,18 @@ class AAformer(nn.Module):
             ``VisionTransformer`` (class-token pooling) or an open_clip CLIP model.
         part_groups: sizes of the [PART] groups; ``(2, 3)`` is the paper's default (Table VI).
         assignment: ``"sinkhorn"`` (optimal transport, eq. 3-5) or ``"nearest"`` (Table V).
-        similarity: ``"cosine"`` or ``"dot"`` (eq. 3) assignment scores, see
+        similarity: ``"cosine"``, ``"dot"`` (eq. 3) or a
+            :class:`~reidkit.distances.Distance`: the assignment scores, see
             :func:`~reidkit.parts.assign_patches`.
-        epsilon: entropic regularisation of eq. 3.
-        sinkhorn_iterations: Sinkhorn iterations of eq. 5.
-        sinkhorn_backend: see :func:`reidkit.sinkhorn`.
+        options: the Sinkhorn settings of eq. 3-5 in every layer, a
+            :class:`~reidkit.ot.SinkhornOptions`; default
+            :data:`~reidkit.parts.assignment.ASSIGNMENT_OPTIONS` (``epsilon = 0.05``, 3
+            iterations).
         part_init_std: standard deviation of the (truncated normal) [PART] initialisation.
         checkpoint_activations: recompute open_clip blocks in the backward pass.
+        **deprecated: ``epsilon``, ``sinkhorn_iterations`` and ``sinkhorn_backend`` as
+            keywords, as before ``options`` (deprecated: they set its fields ``epsilon``,
+            ``max_iter`` and ``backend`` and warn once).
 
     Attributes:
         backbone: the converted ViT in its :class:`~reidkit.parts.backbones.ViTAdapter`.
@@ -81,24 +95,23 @@ class AAformer(nn.Module):
         part_groups: Sequence[int] = (2, 3),
         *,
         assignment: AssignmentMethod = "sinkhorn",
-        similarity: Similarity = "cosine",
-        epsilon: float = 0.05,
-        sinkhorn_iterations: int = 3,
-        sinkhorn_backend: Backend = "auto",
+        similarity: Similarity | Distance = "cosine",
+        options: SinkhornOptions = ASSIGNMENT_OPTIONS,
         part_init_std: float = 0.02,
         checkpoint_activations: bool = False,
+        **deprecated: Any,
     ) -> None:
         super().__init__()
         self.part_groups = check_part_groups(part_groups)
         self.num_parts = sum(self.part_groups)
+        check_assignment(assignment, similarity)
+        options = consumer_options("reidkit.AAformer", options, deprecated, OLD_LAYER_KEYWORDS)
         make_attention = partial(
             PartTokenAttention,
             part_groups=self.part_groups,
             assignment=assignment,
             similarity=similarity,
-            epsilon=epsilon,
-            sinkhorn_iterations=sinkhorn_iterations,
-            sinkhorn_backend=sinkhorn_backend,
+            options=options,
         )
         self.backbone = wrap_backbone(backbone, make_attention, checkpoint_activations)
         reference = next(self.backbone.parameters())

@@ -16,7 +16,9 @@ constraint.
 By default the scores are cosine similarities (queries and keys L2-normalised per head), as in
 the fast Sinkhorn-Knopp variant of SwAV that the paper follows: with raw inner products, whose
 range is far larger than ``epsilon = 0.05``, three iterations leave the partition far from
-equal. ``similarity="dot"`` uses the raw inner products of eq. 3.
+equal. ``similarity="dot"`` uses the raw inner products of eq. 3. Any
+:class:`reidkit.distances.Distance` may give the scores: a similarity (``is_inverted``) as they
+are, a distance as its negative.
 
 [PART] groups (Table VI) partition the patches independently: with ``part_groups=(2, 3)`` the
 first two [PART]s split all patches into two sets and the last three split them into three.
@@ -24,22 +26,38 @@ first two [PART]s split all patches into two sets and the last three split them 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Literal
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from reidkit import checks
+from reidkit.distances import Distance, DotProductSimilarity
 from reidkit.ot import sinkhorn
-from reidkit.ot.sinkhorn import Backend
-from reidkit.ot.validation import check_solver_options
+from reidkit.ot.options import SinkhornOptions, consumer_options
 
 AssignmentMethod = Literal["sinkhorn", "nearest"]
 Similarity = Literal["cosine", "dot"]
 ASSIGNMENT_METHODS: tuple[str, ...] = ("sinkhorn", "nearest")
-SIMILARITIES: tuple[str, ...] = ("cosine", "dot")
+SIMILARITIES: Mapping[str, Distance] = {
+    "cosine": DotProductSimilarity(normalize_embeddings=True),
+    "dot": DotProductSimilarity(),
+}
+"""The names ``similarity=`` accepts: the cosine similarity and the raw inner product."""
+
+ASSIGNMENT_OPTIONS = SinkhornOptions(epsilon=0.05, max_iter=3, tol=None, grad="envelope")
+"""AAformer's Sinkhorn settings (sec. IV-A): ``epsilon = 0.05``, exactly 3 iterations; the
+assignment is computed without gradient."""
+
+# The solver keywords taken before ``options`` (assign_patches; PartTokenAttention and AAformer
+# took the same with ``sinkhorn_`` names) and the fields they set.
+OLD_KEYWORDS = {"epsilon": "epsilon", "iterations": "max_iter", "backend": "backend"}
+OLD_LAYER_KEYWORDS = {
+    "epsilon": "epsilon",
+    "sinkhorn_iterations": "max_iter",
+    "sinkhorn_backend": "backend",
+}
 
 
 def check_part_groups(part_groups: Sequence[int]) -> tuple[int, ...]:
@@ -53,13 +71,21 @@ def check_part_groups(part_groups: Sequence[int]) -> tuple[int, ...]:
     return tuple(part_groups)
 
 
-def check_assignment_options(
-    method: str, similarity: str, epsilon: float, iterations: int, backend: str
-) -> None:
-    """Validate the options of :func:`assign_patches` (raises ``ValueError``)."""
+def check_assignment(method: str, similarity: str | Distance) -> Distance:
+    """Validate ``method`` and return the :class:`~reidkit.distances.Distance` of ``similarity``.
+
+    Raises:
+        ValueError: for an unknown method or similarity.
+    """
     checks.check_choice("method", method, ASSIGNMENT_METHODS)
-    checks.check_choice("similarity", similarity, SIMILARITIES)
-    check_solver_options(epsilon, iterations, None, "envelope", backend, "marginal")
+    if isinstance(similarity, Distance):
+        return similarity
+    if not isinstance(similarity, str) or similarity not in SIMILARITIES:
+        raise ValueError(
+            f"similarity must be a reidkit.distances.Distance or one of {tuple(SIMILARITIES)}, "
+            f"got {similarity!r}"
+        )
+    return SIMILARITIES[similarity]
 
 
 def assign_patches(
@@ -68,10 +94,9 @@ def assign_patches(
     part_groups: Sequence[int],
     *,
     method: AssignmentMethod = "sinkhorn",
-    similarity: Similarity = "cosine",
-    epsilon: float = 0.05,
-    iterations: int = 3,
-    backend: Backend = "auto",
+    similarity: Similarity | Distance = "cosine",
+    options: SinkhornOptions = ASSIGNMENT_OPTIONS,
+    **deprecated: Any,
 ) -> Tensor:
     """Hard assignment of every patch to one [PART] of each group (AAformer eq. 3-5).
 
@@ -85,11 +110,14 @@ def assign_patches(
             assignment.
         method: ``"sinkhorn"`` (equal-partition optimal transport, eq. 3-5) or ``"nearest"``
             (nearest prototype, Table V).
-        similarity: scores ``S`` between queries and keys: ``"cosine"`` (L2-normalised) or
-            ``"dot"`` (raw inner products, eq. 3).
-        epsilon: entropic regularisation of eq. 3 (the paper uses 0.05).
-        iterations: Sinkhorn iterations, always all run (the paper uses 3).
-        backend: Sinkhorn backend, see :func:`reidkit.sinkhorn`.
+        similarity: scores ``S`` between queries and keys: ``"cosine"`` (L2-normalised),
+            ``"dot"`` (raw inner products, eq. 3) or a :class:`~reidkit.distances.Distance` (a
+            distance enters as its negative).
+        options: the Sinkhorn settings of eq. 3-5, a :class:`~reidkit.ot.SinkhornOptions`;
+            default :data:`ASSIGNMENT_OPTIONS` (the paper's ``epsilon = 0.05``, 3 iterations, all
+            run: ``tol=None``).
+        **deprecated: ``epsilon``, ``iterations`` (the field ``max_iter``) and ``backend`` as
+            keywords, as before ``options`` (deprecated: they set those fields and warn once).
 
     Returns:
         ``(..., G, N)`` int64: for group ``g`` and patch ``n`` the global index in ``[0, P)`` of
@@ -97,7 +125,8 @@ def assign_patches(
         ``sum(part_groups[:g])``).
     """
     groups = check_part_groups(part_groups)
-    check_assignment_options(method, similarity, epsilon, iterations, backend)
+    scoring = check_assignment(method, similarity)
+    options = consumer_options("reidkit.parts.assign_patches", options, deprecated, OLD_KEYWORDS)
     if part_queries.dim() < 2 or part_queries.shape[-2] != sum(groups):
         raise ValueError(
             f"part_queries must have shape (..., P={sum(groups)}, d) for part_groups {groups}, "
@@ -115,22 +144,12 @@ def assign_patches(
         )
     with torch.no_grad():
         dtype = torch.float64 if part_queries.dtype == torch.float64 else torch.float32
-        queries, keys = part_queries.to(dtype), patch_keys.to(dtype)
-        if similarity == "cosine":
-            queries, keys = F.normalize(queries, dim=-1), F.normalize(keys, dim=-1)
-        scores = queries @ keys.transpose(-1, -2)  # (..., P, N)
+        values = scoring.pairwise(part_queries.to(dtype), patch_keys.to(dtype))  # (..., P, N)
+        scores = values if scoring.is_inverted else -values
         assignments = []
         for start, scores_group in zip(_group_starts(groups), scores.split(groups, dim=-2)):
             if method == "sinkhorn":
-                result = sinkhorn(
-                    -scores_group,
-                    epsilon=epsilon,
-                    max_iter=iterations,
-                    tol=None,
-                    grad="envelope",
-                    backend=backend,
-                )
-                scores_group = result.plan
+                scores_group = sinkhorn(-scores_group, options=options).plan
             assignments.append(scores_group.argmax(dim=-2) + start)
         if not assignments:
             return scores.new_zeros((*scores.shape[:-2], 0, scores.shape[-1]), dtype=torch.long)

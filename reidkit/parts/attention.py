@@ -12,19 +12,23 @@ head the [PART] queries are prototypes to which the patch keys are assigned (eq.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from reidkit import checks
-from reidkit.ot.sinkhorn import Backend
+from reidkit.distances import Distance
+from reidkit.ot.options import SinkhornOptions, consumer_options
 from reidkit.parts.assignment import (
+    ASSIGNMENT_OPTIONS,
+    OLD_LAYER_KEYWORDS,
     AssignmentMethod,
     Similarity,
     assign_patches,
     assignment_mask,
-    check_assignment_options,
+    check_assignment,
     check_part_groups,
 )
 
@@ -53,14 +57,23 @@ class PartTokenAttention(nn.Module):
         proj_drop: dropout after the output projection.
         assignment: ``"sinkhorn"`` (equal-partition optimal transport, eq. 3-5) or ``"nearest"``
             (nearest [PART] prototype, the Table V ablation).
-        similarity: ``"cosine"`` or ``"dot"`` scores between [PART] queries and patch keys,
-            see :func:`~reidkit.parts.assign_patches`.
-        epsilon: entropic regularisation of eq. 3 (0.05 in the paper).
-        sinkhorn_iterations: Sinkhorn iterations, all run (3 in the paper).
-        sinkhorn_backend: see :func:`reidkit.sinkhorn`.
+        similarity: ``"cosine"``, ``"dot"`` or a :class:`~reidkit.distances.Distance`: the
+            scores between [PART] queries and patch keys, see
+            :func:`~reidkit.parts.assign_patches`.
+        options: the Sinkhorn settings of the assignment, a
+            :class:`~reidkit.ot.SinkhornOptions`; default
+            :data:`~reidkit.parts.assignment.ASSIGNMENT_OPTIONS` (the paper's ``epsilon = 0.05``
+            and 3 iterations, all run).
         qkv: an existing ``D -> 3D`` projection to use (e.g. a pretrained ViT's), its output
             laid out as ``(3, heads, d)``; a new one is created when ``None``.
         proj: an existing ``D -> D`` output projection to use; created when ``None``.
+        **deprecated: ``epsilon``, ``sinkhorn_iterations`` (the field ``max_iter``) and
+            ``sinkhorn_backend`` (the field ``backend``) as keywords, as before ``options``
+            (deprecated: they set those fields and warn once).
+
+    Attributes:
+        options: the :class:`~reidkit.ot.SinkhornOptions` of the assignment.
+        similarity: the :class:`~reidkit.distances.Distance` of its scores.
     """
 
     def __init__(
@@ -74,19 +87,19 @@ class PartTokenAttention(nn.Module):
         attn_drop: float = 0.0,
         proj_drop: float = 0.0,
         assignment: AssignmentMethod = "sinkhorn",
-        similarity: Similarity = "cosine",
-        epsilon: float = 0.05,
-        sinkhorn_iterations: int = 3,
-        sinkhorn_backend: Backend = "auto",
+        similarity: Similarity | Distance = "cosine",
+        options: SinkhornOptions = ASSIGNMENT_OPTIONS,
         qkv: nn.Linear | None = None,
         proj: nn.Linear | None = None,
+        **deprecated: Any,
     ) -> None:
         super().__init__()
         if num_heads < 1 or dim % num_heads != 0:
             raise ValueError(f"dim ({dim}) must be a positive multiple of num_heads ({num_heads})")
         checks.check_integer("num_prefix_tokens", num_prefix_tokens, 0)
-        check_assignment_options(
-            assignment, similarity, epsilon, sinkhorn_iterations, sinkhorn_backend
+        self.similarity = check_assignment(assignment, similarity)
+        self.options = consumer_options(
+            "reidkit.PartTokenAttention", options, deprecated, OLD_LAYER_KEYWORDS
         )
         self.part_groups = check_part_groups(part_groups)
         self.num_parts = sum(self.part_groups)
@@ -108,10 +121,6 @@ class PartTokenAttention(nn.Module):
         self.proj = nn.Linear(dim, dim) if proj is None else proj
         self.proj_drop = nn.Dropout(proj_drop)
         self.assignment = assignment
-        self.similarity = similarity
-        self.epsilon = epsilon
-        self.sinkhorn_iterations = sinkhorn_iterations
-        self.sinkhorn_backend = sinkhorn_backend
         self.last_assignment: Tensor | None = None
         self.last_part_attention: Tensor | None = None
 
@@ -165,9 +174,7 @@ class PartTokenAttention(nn.Module):
                 self.part_groups,
                 method=self.assignment,
                 similarity=self.similarity,
-                epsilon=self.epsilon,
-                iterations=self.sinkhorn_iterations,
-                backend=self.sinkhorn_backend,
+                options=self.options,
             )
         elif (
             tuple(assignment.shape) != expected
@@ -196,5 +203,5 @@ class PartTokenAttention(nn.Module):
             f"dim={self.qkv.in_features}, num_heads={self.num_heads}, "
             f"part_groups={self.part_groups}, num_prefix_tokens={self.num_prefix_tokens}, "
             f"assignment={self.assignment!r}, similarity={self.similarity!r}, "
-            f"epsilon={self.epsilon}, sinkhorn_iterations={self.sinkhorn_iterations}"
+            f"options={self.options!r}"
         )

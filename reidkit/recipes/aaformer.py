@@ -32,7 +32,9 @@ from reidkit.data import CLIP_MEAN, CLIP_STD
 from reidkit.distributed import data_parallel, is_main_process
 from reidkit.engine import WarmupCosineLR, move_to_device, seed_everything
 from reidkit.models import AAformerReID
+from reidkit.ot import SinkhornOptions
 from reidkit.parts import AAformer, AAformerLoss, assignment_mask, save_part_assignment_maps
+from reidkit.parts.assignment import ASSIGNMENT_OPTIONS
 from reidkit.recipes.common import (
     Recipe,
     ReIDData,
@@ -103,6 +105,8 @@ class AAformerConfig:
         backbone: the ViT and its input.
         part_groups: the [PART] granularities (Table VI), e.g. ``(2, 3)``; ``()`` for none.
         assignment: ``"sinkhorn"`` (optimal transport) or ``"nearest"`` (Table V's ablation).
+        epsilon: entropic regularisation of the assignment (eq. 3).
+        sinkhorn_iterations: Sinkhorn iterations of the assignment, all run (eq. 5).
         data: the data set and the ``P x K`` batches; ``batch_size`` counts every process's
             images together.
         optimizer: the optimiser and its schedule.
@@ -114,6 +118,8 @@ class AAformerConfig:
     backbone: BackboneConfig
     part_groups: tuple[int, ...]
     assignment: str
+    epsilon: float
+    sinkhorn_iterations: int
     data: DataConfig
     optimizer: OptimizerConfig
     label_smoothing: float
@@ -126,6 +132,12 @@ class AAformerConfig:
                 f"AAformerConfig.assignment must be one of {ASSIGNMENTS}, got {self.assignment!r}"
             )
 
+    def assignment_options(self) -> SinkhornOptions:
+        """The Sinkhorn settings of the assignment: AAformer's, with these fields."""
+        return dataclasses.replace(
+            ASSIGNMENT_OPTIONS, epsilon=self.epsilon, max_iter=self.sinkhorn_iterations
+        )
+
 
 PAPER = AAformerConfig(
     # Sec. IV-A: ImageNet ViT-B/16 at 256x128, [PART] granularities {2, 3}, 16 ids x 4 images,
@@ -135,6 +147,8 @@ PAPER = AAformerConfig(
     ),
     part_groups=(2, 3),
     assignment="sinkhorn",
+    epsilon=0.05,
+    sinkhorn_iterations=3,
     data=DataConfig(dataset="market1501", root=None, batch_size=64, num_instances=4),
     optimizer=OptimizerConfig(
         name="sgd",
@@ -231,7 +245,12 @@ def train(config: AAformerConfig, runtime: Runtime) -> dict[str, Any]:
 
     # Model: the converted ViT and one BNNeck and classifier per output token.
     vit, mean, std = build_backbone(config.backbone)
-    aaformer = AAformer(vit, config.part_groups, assignment=config.assignment)
+    aaformer = AAformer(
+        vit,
+        config.part_groups,
+        assignment=config.assignment,
+        options=config.assignment_options(),
+    )
     data = build_data(
         config.data,
         config.backbone.image_size,

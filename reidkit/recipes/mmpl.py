@@ -40,6 +40,7 @@ from reidkit.distributed import data_parallel
 from reidkit.engine import seed_everything
 from reidkit.losses import TransformationLoss
 from reidkit.models import CLIPReIDModel
+from reidkit.ot import SinkhornOptions
 from reidkit.prompts import MultiGranularityPromptLearner
 from reidkit.recipes import clip_reid
 from reidkit.recipes.common import (
@@ -149,6 +150,15 @@ class AlignmentConfig:
     max_iter: int
     tol: float
     stop_rule: str
+
+    def sinkhorn_options(self) -> SinkhornOptions:
+        """The Sinkhorn settings of these fields (the others keep their defaults)."""
+        return SinkhornOptions(
+            epsilon=self.epsilon,
+            max_iter=self.max_iter,
+            tol=self.tol,
+            stop_rule=self.stop_rule,  # type: ignore[arg-type]  # checked by SinkhornOptions
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -330,13 +340,7 @@ def build_hierarchical_prompt_learning(
     """
     settings = config.alignment
     alignment = (
-        PatchToTokenAlignment(
-            temperature=settings.temperature,
-            epsilon=settings.epsilon,
-            max_iter=settings.max_iter,
-            tol=settings.tol,
-            stop_rule=settings.stop_rule,
-        )
+        PatchToTokenAlignment(temperature=settings.temperature, options=settings.sinkhorn_options())
         if settings.enabled
         else None
     )

@@ -18,22 +18,33 @@ implemented.
 The softmax of eq. 18 runs over all ``L`` identities, so every step needs the token features
 of every identity's prompt: :func:`reidkit.prompts.encode_class_prompts` encodes them in one
 pass (its sentence features serve the contrastive losses of eq. 20). The distances come from
-:func:`reidkit.ot.pairwise_ot_distance`, which solves the ``B x L`` problems chunk by chunk (or
-in the fused Triton kernel on CUDA) and keeps only the potentials for the backward pass.
+:func:`reidkit.ot.pairwise_ot_distance` with the cosine cost of
+:class:`reidkit.distances.CosineDistance`, which solves the ``B x L`` problems chunk by chunk
+(or in the fused Triton kernel on CUDA) and keeps only the potentials for the backward pass.
 Neither changes the objective.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from reidkit import checks
 from reidkit._deprecation import moved_names
-from reidkit.ot import pairwise_ot_distance, validation
-from reidkit.ot.sinkhorn import Backend, GradMode, StopRule
+from reidkit.distances import CosineDistance
+from reidkit.ot import pairwise_ot_distance
+from reidkit.ot.options import SinkhornOptions, consumer_options
+
+ALIGNMENT_OPTIONS = SinkhornOptions(epsilon=0.1, max_iter=50, tol=1e-3)
+"""The default solver settings of :class:`PatchToTokenAlignment`: MMPL's ``lambda = 0.1`` and
+50 iterations, with the marginal stop rule (``stop_rule="update", tol=0.05`` is the paper's)."""
+
+# The solver keywords the module took before ``options``, each setting the field of its name.
+_OLD_KEYWORDS = {
+    name: name for name in ("epsilon", "max_iter", "tol", "stop_rule", "grad", "backend")
+}
 
 
 class AlignmentOutput(NamedTuple):
@@ -54,56 +65,52 @@ class PatchToTokenAlignment(nn.Module):
     Args:
         temperature: ``tau`` of eq. 18 (the paper leaves it open; 0.07 is CLIP's initial
             temperature).
-        epsilon: entropic regularisation ``lambda`` (paper: 0.1).
-        max_iter: Sinkhorn iteration cap (paper: 50).
-        tol: stopping threshold; ``None`` runs ``max_iter`` iterations.
-        stop_rule: ``"marginal"`` (row-marginal error, accurate gradients) or ``"update"``, the
-            paper's rule (stop when the mean absolute scaling update is below ``tol = 0.05``).
-        grad: gradient mode of :func:`reidkit.ot.pairwise_ot_distance`.
-        backend: ``"auto"`` (the fused Triton kernel on CUDA when supported), ``"torch"`` or
-            ``"triton"``.
+        options: the Sinkhorn settings, a :class:`~reidkit.ot.SinkhornOptions`; default
+            :data:`ALIGNMENT_OPTIONS` (``epsilon = lambda = 0.1``, at most 50 iterations, the
+            marginal rule with ``tol=1e-3``, which gives accurate gradients;
+            ``stop_rule="update", tol=0.05`` is the paper's rule). Its ``on_nonconvergence``
+            says what a problem stopped at ``max_iter`` causes.
         class_chunk_size: identities per chunk on the torch path (``None``: automatic).
+        **deprecated: ``epsilon``, ``max_iter``, ``tol``, ``stop_rule``, ``grad`` and
+            ``backend`` as keywords, as before ``options`` (deprecated: they set the fields of
+            ``options`` and warn once).
+
+    Attributes:
+        options: the :class:`~reidkit.ot.SinkhornOptions` of every forward pass.
+        distance: the ground cost, :class:`~reidkit.distances.CosineDistance` (eq. 13).
     """
 
     def __init__(
         self,
         temperature: float = 0.07,
-        epsilon: float = 0.1,
-        max_iter: int = 50,
-        tol: float | None = 1e-3,
-        stop_rule: StopRule = "marginal",
-        grad: GradMode = "implicit",
-        backend: Backend = "auto",
+        *,
+        options: SinkhornOptions = ALIGNMENT_OPTIONS,
         class_chunk_size: int | None = None,
+        **deprecated: Any,
     ) -> None:
         super().__init__()
         checks.check_number("temperature", temperature, above=0)
-        validation.check_solver_options(epsilon, max_iter, tol, grad, backend, stop_rule)
+        checks.check_integer("class_chunk_size", class_chunk_size, 1, optional=True)
+        self.options = consumer_options(
+            "reidkit.PatchToTokenAlignment", options, deprecated, _OLD_KEYWORDS
+        )
         self.temperature = temperature
-        self.epsilon = epsilon
-        self.max_iter = max_iter
-        self.tol = tol
-        self.stop_rule = stop_rule
-        self.grad = grad
-        self.backend = backend
+        self.distance = CosineDistance()
         self.class_chunk_size = class_chunk_size
 
     def distances(self, patches: Tensor, tokens: Tensor) -> Tensor:
         """Sinkhorn distances ``d_OT`` ``(B, L)`` (eq. 13-17) under the cosine cost.
 
         Args:
-            patches: ``(B, M, E)`` selected patch features (normalised here).
-            tokens: ``(L, N, E)`` learnable-token features of every identity (normalised here).
+            patches: ``(B, M, E)`` selected patch features (normalised by the cost).
+            tokens: ``(L, N, E)`` learnable-token features of every identity (normalised by the
+                cost).
         """
         return pairwise_ot_distance(
-            F.normalize(patches, dim=-1),
-            F.normalize(tokens, dim=-1),
-            epsilon=self.epsilon,
-            max_iter=self.max_iter,
-            tol=self.tol,
-            grad=self.grad,
-            backend=self.backend,
-            stop_rule=self.stop_rule,
+            patches,
+            tokens,
+            distance=self.distance,
+            options=self.options,
             chunk_size=self.class_chunk_size,
         )
 
@@ -131,11 +138,7 @@ class PatchToTokenAlignment(nn.Module):
         return AlignmentOutput(logits, F.cross_entropy(logits, labels))
 
     def extra_repr(self) -> str:
-        return (
-            f"temperature={self.temperature}, epsilon={self.epsilon}, max_iter={self.max_iter}, "
-            f"tol={self.tol}, stop_rule={self.stop_rule!r}, grad={self.grad!r}, "
-            f"backend={self.backend!r}"
-        )
+        return f"temperature={self.temperature}, options={self.options!r}"
 
 
 __getattr__ = moved_names(

@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from reidkit.ot import SinkhornOptions
 from reidkit.parts import AAformer, PartTokenAttention, assignment_mask
 from tests.clip.tiny_models import as_sequence_first
 from tests.parts.tiny_backbones import person_images, tiny_open_clip_visual, tiny_timm_vit
@@ -89,6 +90,18 @@ def test_nearest_neighbour_option_reaches_every_layer() -> None:
     model = AAformer(tiny_timm_vit(), part_groups=(2,), assignment="nearest")
     assert all(layer.assignment == "nearest" for layer in model.attention_layers())
     assert all(isinstance(layer, PartTokenAttention) for layer in model.attention_layers())
+
+
+def test_options_reach_every_layer_and_the_former_keywords_warn(
+    fresh_deprecations: None,
+) -> None:
+    options = SinkhornOptions(epsilon=0.5, max_iter=6, tol=None, grad="envelope")
+    model = AAformer(tiny_timm_vit(), part_groups=(2,), options=options)
+    assert all(layer.options is options for layer in model.attention_layers())
+    with pytest.warns(DeprecationWarning, match="reidkit.AAformer") as records:
+        old = AAformer(tiny_timm_vit(), part_groups=(2,), epsilon=0.5, sinkhorn_iterations=6)
+    assert all(layer.options == options for layer in old.attention_layers())
+    assert len(records) == 1 and records[0].filename == __file__
 
 
 def test_bad_arguments_raise() -> None:

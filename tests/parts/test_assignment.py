@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
+import warnings
+
 import numpy as np
 import ot
 import pytest
 import torch
 import torch.nn.functional as F
 
+from reidkit.distances import EuclideanDistance
+from reidkit.ot import SinkhornOptions
 from reidkit.parts import assign_patches, assignment_mask
+from reidkit.parts.assignment import ASSIGNMENT_OPTIONS
 
 
 def _biased_problem(seed: int, batch: int = 6, parts: int = 5, patches: int = 60, dim: int = 16):
@@ -58,6 +64,21 @@ def test_sinkhorn_assignment_matches_pot(seed: int, similarity: str) -> None:
         np.testing.assert_array_equal(assignment[image, 0].numpy(), expected)
 
 
+@pytest.mark.parametrize("seed", range(2))
+def test_a_distance_object_scores_by_its_negative(seed: int) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    queries = torch.randn(3, 5, 8, generator=generator, dtype=torch.float64)
+    keys = torch.randn(3, 40, 8, generator=generator, dtype=torch.float64)
+    options = dataclasses.replace(ASSIGNMENT_OPTIONS, epsilon=1.0)
+    distance = EuclideanDistance(squared=True)
+    assignment = assign_patches(queries, keys, (5,), similarity=distance, options=options)
+    for image in range(3):
+        q, k = queries[image].numpy(), keys[image].numpy()
+        squared = ((q[:, None, :] - k[None, :, :]) ** 2).sum(axis=-1)  # (parts, patches)
+        expected = _pot_assignment(-squared, epsilon=1.0, iterations=3)
+        np.testing.assert_array_equal(assignment[image, 0].numpy(), expected)
+
+
 def test_float32_assignment_agrees_with_pot() -> None:
     queries, keys = _biased_problem(seed=7)
     assignment = assign_patches(queries, keys, (5,))
@@ -87,7 +108,8 @@ def test_equal_partition_where_nearest_neighbour_collapses() -> None:
     num_parts, num_patches = queries.shape[1], keys.shape[1]
     nearest = _counts(assign_patches(queries, keys, (5,), method="nearest")[:, 0], num_parts)
     balanced = _counts(assign_patches(queries, keys, (5,))[:, 0], num_parts)
-    converged = _counts(assign_patches(queries, keys, (5,), iterations=50)[:, 0], num_parts)
+    fifty = dataclasses.replace(ASSIGNMENT_OPTIONS, max_iter=50)
+    converged = _counts(assign_patches(queries, keys, (5,), options=fifty)[:, 0], num_parts)
     share = num_patches / num_parts
     # Nearest neighbour gives most patches of every image to the favoured [PART] 0.
     assert (nearest[:, 0] >= 0.8 * num_patches).all()
@@ -129,7 +151,7 @@ def test_assignment_mask_matches_loop() -> None:
         ({"part_groups": 3}, "part_groups"),
         ({"method": "kmeans"}, "method"),
         ({"similarity": "l2"}, "similarity"),
-        ({"epsilon": 0.0}, "epsilon"),
+        ({"epsilon": 0.0}, "epsilon"),  # the deprecated keywords are checked as fields
         ({"iterations": 0}, "max_iter"),
         ({"queries": torch.randn(2, 4, 8)}, "part_queries"),
         ({"keys": torch.randn(2, 10, 7)}, "patch_keys"),
@@ -139,5 +161,29 @@ def test_bad_arguments_raise(kwargs: dict, message: str) -> None:
     queries = kwargs.pop("queries", torch.randn(2, 5, 8))
     keys = kwargs.pop("keys", torch.randn(2, 10, 8))
     part_groups = kwargs.pop("part_groups", (2, 3))
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ValueError, match=message), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
         assign_patches(queries, keys, part_groups, **kwargs)
+
+
+def test_options_must_be_sinkhorn_options_and_keywords_must_have_existed() -> None:
+    queries, keys = torch.randn(2, 5, 8), torch.randn(2, 10, 8)
+    with pytest.raises(TypeError, match=r"options must be a reidkit\.SinkhornOptions, got float"):
+        assign_patches(queries, keys, (5,), options=0.05)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'max_iter'"):
+        assign_patches(queries, keys, (5,), max_iter=3)  # it was called iterations
+
+
+def test_the_former_keywords_set_the_options_and_warn(fresh_deprecations: None) -> None:
+    queries, keys = torch.randn(2, 5, 8), torch.randn(2, 40, 8)
+    options = SinkhornOptions(epsilon=0.2, max_iter=7, tol=None, grad="envelope", backend="torch")
+    expected = assign_patches(queries, keys, (5,), options=options)
+    message = (
+        "the keyword arguments epsilon, iterations, backend of reidkit.parts.assign_patches are "
+        "deprecated and will be removed in the next release; use options=" + repr(options)
+    )
+    with pytest.warns(DeprecationWarning) as records:
+        old = assign_patches(queries, keys, (5,), epsilon=0.2, iterations=7, backend="torch")
+    assert [str(record.message) for record in records] == [message]
+    assert records[0].filename == __file__
+    assert torch.equal(old, expected)

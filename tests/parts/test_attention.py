@@ -10,7 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from timm.models.vision_transformer import Attention
 
-from reidkit.parts import PartTokenAttention, assignment_mask
+from reidkit.ot import SinkhornOptions
+from reidkit.parts import PartTokenAttention, assign_patches, assignment_mask
 
 DIM, HEADS, PREFIX = 16, 2, 1
 
@@ -150,7 +151,7 @@ def test_bad_inputs_raise(call, message) -> None:
     [
         ({"num_heads": 3}, "num_heads"),
         ({"assignment": "kmeans"}, "method"),
-        ({"epsilon": -1.0}, "epsilon"),
+        ({"similarity": "l2"}, "similarity"),
         ({"num_prefix_tokens": -1}, "num_prefix_tokens"),
         ({"qkv": torch.nn.Linear(DIM, DIM)}, "qkv"),
     ],
@@ -159,6 +160,24 @@ def test_bad_options_raise(kwargs, message) -> None:
     options = {"num_heads": HEADS, **kwargs}
     with pytest.raises(ValueError, match=message):
         PartTokenAttention(DIM, part_groups=(2,), **options)
+
+
+def test_options_reach_the_assignment_and_the_former_keywords_warn(
+    fresh_deprecations: None,
+) -> None:
+    options = SinkhornOptions(epsilon=0.5, max_iter=6, tol=None, grad="envelope", backend="torch")
+    layer = _layer((2, 3), options=options)
+    assert layer.options is options
+    x = _tokens(5)
+    layer(x)
+    q, k, _ = layer.qkv(x).reshape(2, x.shape[1], 3, HEADS, DIM // HEADS).permute(2, 0, 3, 1, 4)
+    expected = assign_patches(q[:, :, 1:6], k[:, :, 6:], (2, 3), options=options)
+    assert torch.equal(layer.last_assignment, expected)
+    with pytest.warns(DeprecationWarning, match="sinkhorn_iterations") as records:
+        old = _layer((2, 3), epsilon=0.5, sinkhorn_iterations=6, sinkhorn_backend="torch")
+    assert old.options == options and records[0].filename == __file__
+    with pytest.raises(TypeError, match="unexpected keyword argument 'iterations'"):
+        _layer((2, 3), iterations=6)
 
 
 @given(

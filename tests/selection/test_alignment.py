@@ -7,7 +7,10 @@ import torch
 import torch.nn.functional as F
 from ot.bregman import sinkhorn_log
 
+from reidkit.ot import SinkhornOptions
 from reidkit.selection import PatchToTokenAlignment
+
+TIGHT = SinkhornOptions(epsilon=0.1, max_iter=1000, tol=1e-10)
 
 
 def _pot_logits(patches, tokens, epsilon: float, temperature: float) -> torch.Tensor:
@@ -30,7 +33,7 @@ def _pot_logits(patches, tokens, epsilon: float, temperature: float) -> torch.Te
 def test_logits_equal_pot_loop_over_classes(batch: int, m: int, classes: int, n: int) -> None:
     torch.manual_seed(batch * 100 + m)
     patches, tokens = torch.randn(batch, m, 6), torch.randn(classes, n, 6)
-    alignment = PatchToTokenAlignment(temperature=0.05, max_iter=1000, tol=1e-10)
+    alignment = PatchToTokenAlignment(temperature=0.05, options=TIGHT)
     expected = _pot_logits(patches, tokens, epsilon=0.1, temperature=0.05)
     torch.testing.assert_close(
         alignment.logits(patches.double(), tokens.double()), expected, atol=1e-7, rtol=1e-7
@@ -44,7 +47,7 @@ def test_loss_is_the_cross_entropy_with_its_log() -> None:
     torch.manual_seed(0)
     patches, tokens = torch.randn(4, 3, 5), torch.randn(6, 2, 5)
     labels = torch.tensor([0, 5, 2, 2])
-    alignment = PatchToTokenAlignment(max_iter=1000, tol=1e-10)
+    alignment = PatchToTokenAlignment(options=TIGHT)
     out = alignment(patches.double(), tokens.double(), labels)
     logits = _pot_logits(patches, tokens, epsilon=0.1, temperature=0.07)
     probabilities = logits.exp() / logits.exp().sum(dim=1, keepdim=True)  # eq. 18
@@ -57,7 +60,9 @@ def test_gradients_match_finite_differences() -> None:
     patches = torch.randn(2, 3, 4, dtype=torch.float64, requires_grad=True)
     tokens = torch.randn(3, 2, 4, dtype=torch.float64, requires_grad=True)
     labels = torch.tensor([1, 2])
-    alignment = PatchToTokenAlignment(max_iter=2000, tol=1e-13)
+    alignment = PatchToTokenAlignment(
+        options=SinkhornOptions(epsilon=0.1, max_iter=2000, tol=1e-13)
+    )
     assert torch.autograd.gradcheck(
         lambda x, y: alignment(x, y, labels).loss, (patches, tokens), atol=1e-5, rtol=1e-4
     )
@@ -66,7 +71,9 @@ def test_gradients_match_finite_differences() -> None:
 def test_bad_options_and_labels_are_rejected() -> None:
     with pytest.raises(ValueError, match="temperature"):
         PatchToTokenAlignment(temperature=0.0)
-    with pytest.raises(ValueError, match="epsilon"):
-        PatchToTokenAlignment(epsilon=-1.0)
+    with pytest.raises(TypeError, match=r"options must be a reidkit\.SinkhornOptions"):
+        PatchToTokenAlignment(options={"epsilon": 0.1})
+    with pytest.raises(ValueError, match="class_chunk_size must be None or an integer >= 1"):
+        PatchToTokenAlignment(class_chunk_size=0)
     with pytest.raises(ValueError, match="labels"):
         PatchToTokenAlignment()(torch.randn(2, 3, 4), torch.randn(5, 2, 4), torch.zeros(3).long())

@@ -42,7 +42,7 @@ def _inputs(seed: int = 1) -> tuple[torch.Tensor, ...]:
 def test_attention_selection_equals_eq_20_computed_from_the_parts(parts) -> None:
     prompts, encoder = parts
     partition = HierarchicalPatchPartition(MAP, (2, 4))
-    alignment = PatchToTokenAlignment(temperature=0.07, epsilon=0.1)
+    alignment = PatchToTokenAlignment(temperature=0.07)
     module = HierarchicalPromptLearning(
         prompts, encoder, partition, alignment, selected=(1, 3), alpha=(1.0, 0.5), beta=0.2
     )
