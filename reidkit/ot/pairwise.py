@@ -83,7 +83,7 @@ def pairwise_ot_distance(
         distance = torch.cat([chunk[0] for chunk in chunks], dim=1)
         converged = torch.cat([chunk[3] for chunk in chunks], dim=1)
     elif use_triton:
-        from reidkit.kernels.sinkhorn_kernels import PairwiseOTDistance
+        from reidkit.kernels.pairwise import PairwiseOTDistance
 
         distance, converged = PairwiseOTDistance.apply(
             x, y, x_mask, epsilon, max_iter, tol, stop_rule, grad
