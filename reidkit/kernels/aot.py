@@ -136,7 +136,7 @@ def kernel_variants() -> list[launch.KernelVariant]:
     ]
 
 
-def _serves(variant: launch.KernelVariant) -> str:
+def serves(variant: launch.KernelVariant) -> str:
     """The named shapes whose launch setting is the variant's."""
     names = []
     for name, (m, n) in NAMED_SHAPES.items():
@@ -232,7 +232,7 @@ def compile_variant(variant: launch.KernelVariant, arch: Architecture) -> Compil
         if signature[name].startswith("*")
     }
     report = CompileReport(variant.name, variant.setting, arch.name, variant.num_warps)
-    report = dataclasses.replace(report, serves=_serves(variant))
+    report = dataclasses.replace(report, serves=serves(variant))
     start = time.perf_counter()
     printed = io.StringIO()
     try:
@@ -263,33 +263,54 @@ def compile_variant(variant: launch.KernelVariant, arch: Architecture) -> Compil
     )
 
 
+def architecture(capability: int) -> Architecture:
+    """The entry of :data:`ARCHITECTURES` for a compute capability such as 80 or 90."""
+    for arch in ARCHITECTURES:
+        if arch.capability == capability:
+            return arch
+    known = [arch.capability for arch in ARCHITECTURES]
+    raise ValueError(f"capability must be one of {known}, got {capability!r}")
+
+
 def _compile_job(job: tuple[int, int]) -> CompileReport:
-    variant_index, arch_index = job
-    return compile_variant(kernel_variants()[variant_index], ARCHITECTURES[arch_index])
+    variant_index, capability = job
+    return compile_variant(kernel_variants()[variant_index], architecture(capability))
 
 
-def _compile_here(workers: int) -> list[CompileReport]:
+def _compile_here(
+    workers: int, capabilities: Sequence[int], variants: Sequence[int]
+) -> list[CompileReport]:
     if os.environ.get("TRITON_INTERPRET") == "1":
         raise RuntimeError("the ahead-of-time compilation needs Triton without its interpreter")
-    jobs = [
-        (variant, arch)
-        for arch in range(len(ARCHITECTURES))
-        for variant in range(len(kernel_variants()))
-    ]
+    jobs = [(variant, capability) for capability in capabilities for variant in variants]
     with ProcessPoolExecutor(max_workers=workers) as pool:
         return list(pool.map(_compile_job, jobs, chunksize=1))
 
 
-def compile_reports(workers: int | None = None) -> list[CompileReport]:
+def compile_reports(
+    workers: int | None = None,
+    capabilities: Sequence[int] | None = None,
+    variants: Sequence[int] | None = None,
+) -> list[CompileReport]:
     """Compile every variant of :func:`kernel_variants` for every architecture.
 
     Runs in a child process without Triton's interpreter (whatever this process imported),
     with ``workers`` processes (default: one per CPU core).
 
+    Args:
+        workers: compiling processes.
+        capabilities: compute capabilities to compile for (default: all of
+            :data:`ARCHITECTURES`).
+        variants: indices into :func:`kernel_variants` (default: all).
+
     Returns:
         One :class:`CompileReport` per (architecture, variant), in that order.
     """
     workers = workers or os.cpu_count() or 1
+    capabilities = [architecture(c).capability for c in capabilities or []] or [
+        arch.capability for arch in ARCHITECTURES
+    ]
+    variants = list(range(len(kernel_variants()))) if variants is None else list(variants)
     environment = dict(os.environ)
     environment.pop("TRITON_INTERPRET", None)
     environment["TRITON_ALWAYS_COMPILE"] = "1"  # ptxas runs, and prints its log, every time
@@ -302,6 +323,8 @@ def compile_reports(workers: int | None = None) -> list[CompileReport]:
     with tempfile.TemporaryDirectory() as folder:
         output = Path(folder) / "reports.json"
         command = [sys.executable, "-m", "reidkit.kernels.aot", "--workers", str(workers)]
+        command += ["--capabilities", ",".join(map(str, capabilities))]
+        command += ["--variants", ",".join(map(str, variants))]
         subprocess.run([*command, "--output", str(output)], env=environment, check=True)
         return [CompileReport(**row) for row in json.loads(output.read_text())]
 
@@ -351,9 +374,13 @@ def _aligned(rows: Sequence[tuple[str, ...]]) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description="compile every kernel variant (child process)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--capabilities", required=True, help="e.g. 80,90")
+    parser.add_argument("--variants", required=True, help="indices into kernel_variants()")
     parser.add_argument("--output", type=Path, required=True, help="JSON file of the reports")
     args = parser.parse_args()
-    reports = _compile_here(args.workers)
+    capabilities = [int(value) for value in args.capabilities.split(",")]
+    variants = [int(value) for value in args.variants.split(",") if value]
+    reports = _compile_here(args.workers, capabilities, variants)
     args.output.write_text(json.dumps([dataclasses.asdict(r) for r in reports]))
 
 

@@ -130,6 +130,7 @@ def sinkhorn_potentials(
         **stop_arguments(tol, stop_rule, epsilon),
         **setting.constexprs(),
         num_warps=setting.num_warps,
+        num_stages=setting.num_stages,
     )
     return Potentials(
         f[:batch, :m].contiguous(),

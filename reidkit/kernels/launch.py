@@ -13,7 +13,10 @@ The rules, all on fp32 register tiles:
   least :data:`MIN_WARPS` warps per program (an SM holds at most 32 programs: fewer warps
   would leave it half empty) and at most :data:`MAX_WARPS`;
 * the feature-level kernels build the cost over chunks of ``BLOCK_D`` features with
-  ``BLOCK_M * BLOCK_D`` at most :data:`FEATURE_ENTRIES_PER_THREAD` entries per thread;
+  ``BLOCK_M * BLOCK_D`` at most :data:`FEATURE_ENTRIES_PER_THREAD` entries per thread, and
+  their backward runs twice the forward's warps (it holds several tiles at once);
+* loops are not software-pipelined (``num_stages=1``): the loop over features is not the
+  bottleneck, and its prefetch buffers would cost registers;
 * sides are padded to powers of two (Triton's blocks), at least :data:`MIN_COST_BLOCK` for
   the cost-tile kernel and :data:`MIN_DOT_BLOCK` for the feature-level kernels (``tl.dot``).
 
@@ -78,7 +81,7 @@ class CostTileLaunch:
     block_n: int
     problems: int
     num_warps: int
-    num_stages: int = 1
+    num_stages: int = 1  # no software pipelining
 
     def constexprs(self) -> dict[str, int]:
         """The kernel's compile-time arguments."""
@@ -111,7 +114,7 @@ class PairwiseLaunch:
     block_n: int
     block_d: int
     num_warps: int
-    num_stages: int = 1
+    num_stages: int = 1  # no software pipelining
 
     def constexprs(self) -> dict[str, int]:
         """The kernels' compile-time arguments."""

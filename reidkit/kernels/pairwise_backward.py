@@ -185,6 +185,7 @@ def similarity_gradients(
         IMPLICIT=grad == "implicit",
         **setting.constexprs(),
         num_warps=setting.num_warps,
+        num_stages=setting.num_stages,
     )
     return out
 

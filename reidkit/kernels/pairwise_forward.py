@@ -175,6 +175,7 @@ def pairwise_potentials(
         **stop_arguments(tol, stop_rule, epsilon),
         **setting.constexprs(),
         num_warps=setting.num_warps,
+        num_stages=setting.num_stages,
     )
     return distance, f[..., :m].contiguous(), g[..., :n].contiguous(), converged.bool()
 

@@ -4,6 +4,7 @@ declarations match the kernels, and its resource arithmetic against hand-compute
 from __future__ import annotations
 
 import dataclasses
+import inspect
 
 import pytest
 import torch
@@ -127,3 +128,96 @@ def test_ptxas_log_parsing() -> None:
     assert aot.parse_ptxas_log(log) == (80, 4, 12, 512)
     with pytest.raises(ValueError, match="no register count"):
         aot.parse_ptxas_log("ptxas fatal   : Unresolved extern function")
+
+
+class _Recorder:
+    """Stands in for a ``triton.jit`` kernel and records its launches instead of running."""
+
+    def __init__(self) -> None:
+        self.launches: list[tuple[tuple, dict]] = []
+
+    def __getitem__(self, grid: tuple):
+        def launch(*args: object, **kwargs: object) -> None:
+            self.launches.append((args, kwargs))
+
+        return launch
+
+
+def _launch(monkeypatch: pytest.MonkeyPatch, module: object, kernel: str, call) -> tuple:
+    """The arguments ``call()`` launches ``module.kernel`` with, by parameter name."""
+    original, recorder = getattr(module, kernel), _Recorder()
+    monkeypatch.setattr(module, kernel, recorder)
+    call()
+    ((args, kwargs),) = recorder.launches
+    options = {name: kwargs.pop(name, None) for name in ("num_warps", "num_stages")}
+    bound = inspect.signature(original.fn).bind(*args, **kwargs)
+    return original, bound.arguments, options
+
+
+# Listed before any kernel is replaced by a recorder.
+VARIANTS = aot.kernel_variants()
+
+
+def _assert_compiled_variant(kernel, arguments: dict, options: dict, name: str) -> None:
+    """The launch is one of the variants the compile check compiles, argument by argument."""
+    matches = [
+        variant
+        for variant in VARIANTS
+        if variant.kernel is kernel
+        and variant.name == name
+        and all(arguments[key] == value for key, value in variant.constexprs.items())
+        and all(
+            launch.TRITON_TYPES.get(arguments[key].dtype) == kind[1:]
+            for key, kind in variant.signature.items()
+            if kind[1:] in launch.TRITON_TYPES.values() and isinstance(arguments[key], torch.Tensor)
+        )
+    ]
+    assert len(matches) == 1
+    variant = matches[0]
+    assert options == {"num_warps": variant.num_warps, "num_stages": variant.num_stages}
+    python_types = {"i32": int, "fp32": float}
+    for key, kind in variant.signature.items():
+        value = arguments[key]
+        if kind.startswith("*"):
+            assert isinstance(value, torch.Tensor) and value.is_contiguous()
+            assert value.data_ptr() % launch.POINTER_ALIGNMENT == 0
+        else:
+            assert type(value) is python_types[kind], (key, value)
+
+
+def test_launchers_launch_exactly_the_compiled_variants(monkeypatch: pytest.MonkeyPatch) -> None:
+    from reidkit.kernels import cost_tile, pairwise_backward, pairwise_forward
+
+    generator = torch.Generator().manual_seed(0)
+    cost = torch.rand(5, 10, 4, generator=generator).half()  # converted to float32 first
+    marginal_a, marginal_b = torch.full((5, 10), 0.1), torch.full((5, 4), 0.25)
+    kernel, arguments, options = _launch(
+        monkeypatch, cost_tile, "_sinkhorn_cost_kernel",
+        lambda: cost_tile.sinkhorn_potentials(cost, marginal_a, marginal_b, 0.1, 9, 1e-3, "update"),
+    )  # fmt: skip
+    _assert_compiled_variant(kernel, arguments, options, "cost_tile")
+    assert arguments["PROBLEMS"] == 16 and arguments["stop_rule"] == 2
+
+    x = torch.randn(3, 80, 70, generator=generator).to(torch.bfloat16)  # D padded to 80
+    y = torch.randn(4, 8, 70, generator=generator).to(torch.bfloat16)[1:]  # an offset view
+    kernel, arguments, options = _launch(
+        monkeypatch, pairwise_forward, "_pairwise_kernel",
+        lambda: pairwise_forward.pairwise_potentials(x, y, None, 0.1, 50, None, "marginal"),
+    )  # fmt: skip
+    _assert_compiled_variant(kernel, arguments, options, "pairwise_forward")
+    assert arguments["d"] == 80 and arguments["stop_rule"] == 0
+
+    f, g = torch.zeros(3, 3, 80), torch.zeros(3, 3, 8)
+    kernel, arguments, options = _launch(
+        monkeypatch, pairwise_backward, "_similarity_gradient_kernel",
+        lambda: pairwise_backward.pairwise_feature_grads(
+            x, y, f, g, torch.ones(3, 3), 0.1, "implicit"
+        ),
+    )  # fmt: skip
+    _assert_compiled_variant(kernel, arguments, options, "pairwise_backward_implicit")
+
+
+def test_architectures_by_capability() -> None:
+    assert aot.architecture(90).name == "sm_90a" and aot.architecture(80).name == "sm_80"
+    with pytest.raises(ValueError, match=r"capability must be one of \[80, 90\], got 86"):
+        aot.architecture(86)
