@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+import triton
 from harness import BenchmarkRow, save_results
 
 from reidkit.kernels.aot import CompileReport, compile_reports, format_table
@@ -50,7 +51,10 @@ def main() -> None:
     reports = compile_reports(args.workers)
     print(format_table(reports))
     command = "python benchmarks/kernel_compile.py " + " ".join(sys.argv[1:])
-    csv_path, json_path = save_results(args.name, result_rows(reports), command=command.strip())
+    details = {"triton": triton.__version__, "targets": "sm_80 (A100), sm_90a (H100, H200)"}
+    csv_path, json_path = save_results(
+        args.name, result_rows(reports), command=command.strip(), details=details
+    )
     print(f"wrote {csv_path}, {json_path}")
     bad = [r for r in reports if r.violations()]
     if bad:
