@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+from pathlib import Path
 
 import torch
 from harness import (
@@ -51,6 +52,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--batch", type=int, default=None, help="override the size's batch")
     parser.add_argument("--classes", type=int, default=None, help="override the identities")
+    parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR, help="results folder")
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     config = PRESETS[args.size]
@@ -143,11 +145,11 @@ def main() -> None:
     print_table(rows)
     name = f"mmpl_step_{args.size}_b{batch}_l{classes}"
     command = "python benchmarks/bench_mmpl_step.py " + " ".join(sys.argv[1:])
-    csv_path, json_path = save_results(name, rows, command=command.strip())
+    csv_path, json_path = save_results(name, rows, command=command.strip(), out_dir=args.out_dir)
     plot = plot_metric(
         rows,
         "time_s",
-        RESULTS_DIR / f"{name}.png",
+        args.out_dir / f"{name}.png",
         title=f"One training step ({describe_machine()})",
     )
     print(f"wrote {csv_path}, {json_path}, {plot}")

@@ -13,7 +13,8 @@ Backends:
   implicit gradients.
 * ``reidkit-pairwise``: :func:`reidkit.pairwise_ot_distance` from the features (chunked over
   classes, saves only the potentials).
-* ``reidkit-triton`` (CUDA only): the fused kernels of :mod:`reidkit.kernels`.
+* ``reidkit-triton`` (CUDA only): the fused kernels of :mod:`reidkit.kernels` (the
+  feature-level ones for MMPL, the cost-tile one for AAformer).
 * ``pot-batch``: POT's batched solver ``ot.batch.solve_batch`` (log-domain Sinkhorn on torch
   tensors) with ``grad="autodiff"`` (the gradient of ``<T, C>``; its ``envelope`` mode only
   differentiates the regularised value).
@@ -28,14 +29,19 @@ gradient, the potentials written by the forward and read by the backward) at ``-
 Every backend's distances are compared with a float64 reference solved to ``tol = 1e-9``:
 ``max_abs_err`` is reported next to the time, so speed is compared at stated accuracy.
 
-Run: ``python benchmarks/bench_sinkhorn.py`` (``--quick`` for a smaller L, ``--skip-geomloss``).
+POT and geomloss rows run where those libraries are installed.
+
+Run: ``python benchmarks/bench_sinkhorn.py`` (``--quick`` for a smaller L, ``--skip-geomloss``,
+``--out-dir`` for another results folder).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import NamedTuple
 
 import torch
@@ -59,6 +65,9 @@ MAX_ITER = 50
 TOL = 1e-3
 MMPL_SHAPES = ((10, 4), (40, 6), (80, 8))
 FEATURE_RANK = 16  # features live near a low-dimensional subspace, as trained features do
+# Backends of other libraries run only where the library is installed.
+HAS_POT = importlib.util.find_spec("ot") is not None
+HAS_GEOMLOSS = importlib.util.find_spec("geomloss") is not None
 
 
 def mmpl_features(
@@ -184,7 +193,7 @@ def bench_mmpl(
     # (100-200 times the cost): they run only where that fits in a 24 GB machine.
     fits = m * n <= 240
     pot_methods = ("sinkhorn", "log_sinkhorn") if fits else ("sinkhorn",)
-    for method in pot_methods:
+    for method in pot_methods if HAS_POT else ():
         candidates[f"pot-batch-{method}"] = Candidate(
             lambda method=method: pot_distance(cost_leaf, method),
             (cost_leaf,),
@@ -192,7 +201,7 @@ def bench_mmpl(
         )
     if device.type == "cuda":
         candidates["reidkit-triton"] = Candidate(pairwise("triton"), (x, y), "fused kernel")
-    if fits and not skip_geomloss:
+    if fits and HAS_GEOMLOSS and not skip_geomloss:
         for scaling in (0.5, 0.9):
             candidates[f"geomloss-s{scaling}"] = Candidate(
                 lambda scaling=scaling: geomloss_distance(x, y, scaling),
@@ -242,9 +251,17 @@ def bench_aaformer(device: torch.device) -> list[BenchmarkRow]:
             -scores, reg=0.05, max_iter=3, tol=0.0, method="log_sinkhorn", grad="detach"
         ).plan
 
+    def triton_run() -> torch.Tensor:
+        return sinkhorn(-scores, epsilon=0.05, max_iter=3, tol=None, backend="triton").plan
+
     reference = reidkit_run().double()
+    runs = [("reidkit-dense", reidkit_run)]
+    if HAS_POT:
+        runs.append(("pot-batch-log_sinkhorn", pot_run))
+    if device.type == "cuda":
+        runs.append(("reidkit-triton", triton_run))
     rows = []
-    for backend, run in (("reidkit-dense", reidkit_run), ("pot-batch-log_sinkhorn", pot_run)):
+    for backend, run in runs:
         with torch.no_grad():
             error = (run().double() - reference).abs().max().item()
             seconds = time_call(run, device, repeats=5)
@@ -264,6 +281,7 @@ def main() -> None:
     parser.add_argument("--skip-geomloss", action="store_true")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--name", default="sinkhorn", help="results file stem")
+    parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR, help="results folder")
     parser.add_argument(
         "--peak-gbs", type=float, default=3350.0, help="GPU memory bandwidth (H100 SXM: 3350)"
     )
@@ -278,11 +296,13 @@ def main() -> None:
     rows += bench_aaformer(device)
     print_table(rows)
     command = "python benchmarks/bench_sinkhorn.py " + " ".join(sys.argv[1:])
-    csv_path, json_path = save_results(args.name, rows, command=command.strip())
+    csv_path, json_path = save_results(
+        args.name, rows, command=command.strip(), out_dir=args.out_dir
+    )
     plot = plot_metric(
         [r for r in rows if r.kernel == "mmpl-alignment"],
         "fwd_bwd_s",
-        RESULTS_DIR / f"{args.name}_time.png",
+        args.out_dir / f"{args.name}_time.png",
         title=f"Sinkhorn forward + backward ({describe_machine()})",
     )
     print(f"wrote {csv_path}, {json_path}, {plot}")

@@ -161,9 +161,15 @@ def _format(value: float) -> str:
 
 
 def save_results(
-    name: str, rows: Sequence[BenchmarkRow], *, command: str, out_dir: Path = RESULTS_DIR
+    name: str,
+    rows: Sequence[BenchmarkRow],
+    *,
+    command: str,
+    out_dir: Path = RESULTS_DIR,
+    details: dict[str, str] | None = None,
 ) -> tuple[Path, Path]:
-    """Write ``rows`` to ``out_dir/name.csv`` and ``out_dir/name.json`` (with machine, command)."""
+    """Write ``rows`` to ``out_dir/name.csv`` and ``out_dir/name.json`` (with machine, command
+    and any ``details``, such as tool versions)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path = out_dir / f"{name}.csv"
     json_path = out_dir / f"{name}.json"
@@ -176,6 +182,7 @@ def save_results(
         "benchmark": name,
         "machine": describe_machine(),
         "command": command,
+        **(details or {}),
         "rows": [dataclasses.asdict(row) for row in rows],
     }
     json_path.write_text(json.dumps(payload, indent=2) + "\n")

@@ -1,8 +1,16 @@
 """Fused Triton kernels for Sinkhorn. Triton is imported lazily, only when a kernel runs.
 
-The kernels, their launchers and the feature-level autograd function live in
-:mod:`reidkit.kernels.sinkhorn_kernels`, which imports Triton; this module only says whether
-they apply.
+One module per kernel family, each with its launcher (they import Triton):
+
+* :mod:`reidkit.kernels.cost_tile`: Sinkhorn on a flat batch of cost matrices;
+* :mod:`reidkit.kernels.pairwise_forward`: MMPL distances from features, the cost built on
+  chip;
+* :mod:`reidkit.kernels.pairwise_backward`: their feature gradients;
+
+with the loop the two forward kernels share in :mod:`reidkit.kernels.sinkhorn_loop` and every
+block size, packing and warp count in :mod:`reidkit.kernels.launch` (no Triton), which
+:mod:`reidkit.kernels.aot` compiles ahead of time for real GPUs. This module only says whether
+the kernels apply.
 
 :func:`reidkit.sinkhorn` and :func:`reidkit.pairwise_ot_distance` call these entries on CUDA
 tensors (``backend="auto"``) when the shape fits on chip; the plain-torch solvers of
@@ -17,8 +25,17 @@ import functools
 import importlib.util
 import os
 
-import torch
 from torch import Tensor
+
+from reidkit.kernels.launch import (
+    KERNEL_DTYPES,
+    MAX_TILE,
+    MAX_TOKENS,
+    MIN_DOT_BLOCK,
+    cost_tile_fits,
+    padded_block,
+    pairwise_fits,
+)
 
 __all__ = [
     "MAX_TILE",
@@ -29,11 +46,6 @@ __all__ = [
     "triton_supports",
     "triton_supports_pairwise",
 ]
-
-MAX_TILE = 4096  # entries of one problem's cost tile, each side padded to a power of two
-MAX_TOKENS = 32  # columns (N) of a feature-level problem: its N x N solve runs on chip
-MIN_DOT_BLOCK = 16  # tl.dot needs blocks >= 16: the feature-level kernels pad to it
-_KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 @functools.cache
@@ -50,23 +62,18 @@ def _interpreted() -> bool:
     return os.environ.get("TRITON_INTERPRET") == "1"
 
 
-def padded_block(size: int, minimum: int = 1) -> int:
-    """The block a kernel uses for a side of ``size``: a power of two, at least ``minimum``."""
-    return max(minimum, 1 << (size - 1).bit_length())
-
-
 def triton_supports(cost: Tensor) -> bool:
     """Whether the fused Sinkhorn kernel handles a flat ``(B, M, N)`` cost.
 
-    Needs the cost tile, each side padded to a power of two, to hold at most
+    Needs the cost tile, each side padded to a power of two of at least 4, to hold at most
     :data:`MAX_TILE` = 4096 entries (e.g. ``M <= 128`` with ``N <= 32``, or AAformer's
     ``5 x 128``), a float32/float16/bfloat16 cost on a CUDA device (or on the CPU under
     ``TRITON_INTERPRET=1``).
     """
     return (
         cost.dim() == 3
-        and padded_block(cost.shape[1]) * padded_block(cost.shape[2]) <= MAX_TILE
-        and cost.dtype in _KERNEL_DTYPES
+        and cost_tile_fits(cost.shape[1], cost.shape[2])
+        and cost.dtype in KERNEL_DTYPES
         and _runs_on(cost)
     )
 
@@ -82,10 +89,8 @@ def triton_supports_pairwise(x: Tensor, y: Tensor) -> bool:
     return (
         x.dim() == 3
         and y.dim() == 3
-        and y.shape[1] <= MAX_TOKENS
-        and padded_block(x.shape[1], MIN_DOT_BLOCK) * padded_block(y.shape[1], MIN_DOT_BLOCK)
-        <= MAX_TILE
-        and x.dtype in _KERNEL_DTYPES
+        and pairwise_fits(x.shape[1], y.shape[1])
+        and x.dtype in KERNEL_DTYPES
         and y.dtype == x.dtype
         and x.device == y.device
         and _runs_on(x)

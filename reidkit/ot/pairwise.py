@@ -207,7 +207,7 @@ class _PairwiseOT(torch.autograd.Function):
     ) -> tuple[Tensor, Tensor]:
         options = problem.options
         if problem.triton:
-            from reidkit.kernels.sinkhorn_kernels import pairwise_potentials
+            from reidkit.kernels.pairwise_forward import pairwise_potentials
 
             distance, f, g, converged = pairwise_potentials(
                 x, y, x_mask, options.epsilon, options.max_iter, options.tol, options.stop_rule
@@ -234,7 +234,7 @@ class _PairwiseOT(torch.autograd.Function):
         problem: _Problem = ctx.problem
         options = problem.options
         if problem.triton:
-            from reidkit.kernels.sinkhorn_kernels import pairwise_feature_grads
+            from reidkit.kernels.pairwise_backward import pairwise_feature_grads
 
             grad_x, grad_y = pairwise_feature_grads(
                 x, y, f, g, grad_distance, options.epsilon, options.grad

@@ -178,7 +178,7 @@ def sinkhorn(
     else:
         with torch.no_grad():
             if triton:
-                from reidkit.kernels.sinkhorn_kernels import sinkhorn_potentials
+                from reidkit.kernels.cost_tile import sinkhorn_potentials
 
                 f, g, n_iter, converged = sinkhorn_potentials(
                     flat_cost.detach(), flat_a, flat_b, *settings

@@ -8,7 +8,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from reidkit import sinkhorn
-from reidkit.kernels.sinkhorn_kernels import sinkhorn_potentials
+from reidkit.kernels.cost_tile import sinkhorn_potentials
 from reidkit.ot.implicit import plan_from_potentials
 from reidkit.ot.solvers import log_domain_potentials
 from tests.kernels.helpers import DEVICE, DTYPES, KERNEL_MARKS, examples

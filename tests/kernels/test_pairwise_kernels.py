@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from reidkit import pairwise_ot_distance
-from reidkit.kernels.sinkhorn_kernels import pairwise_potentials
+from reidkit.kernels.pairwise_forward import pairwise_potentials
 from reidkit.ot.solvers import log_domain_potentials
 from tests.kernels.helpers import DEVICE, DTYPES, KERNEL_MARKS, examples, unit_features
 from tests.ot.strategies import allowed_outcomes

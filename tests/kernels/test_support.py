@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from reidkit import pairwise_ot_distance, sinkhorn
-from reidkit.kernels import sinkhorn_kernels, triton_supports, triton_supports_pairwise
+from reidkit.kernels import triton_supports, triton_supports_pairwise
 from tests.kernels.helpers import DEVICE, KERNEL_MARKS, unit_features
 
 pytestmark = KERNEL_MARKS
@@ -80,10 +80,28 @@ def test_auto_backend_keeps_cpu_tensors_on_the_torch_path(monkeypatch: pytest.Mo
     def fail(*args: object, **kwargs: object) -> None:
         raise AssertionError("the fused kernel ran on CPU tensors with backend='auto'")
 
-    monkeypatch.setattr(sinkhorn_kernels, "sinkhorn_potentials", fail)
-    monkeypatch.setattr(sinkhorn_kernels, "pairwise_potentials", fail)
+    from reidkit.kernels import cost_tile, pairwise_forward
+
+    monkeypatch.setattr(cost_tile, "sinkhorn_potentials", fail)
+    monkeypatch.setattr(pairwise_forward, "pairwise_potentials", fail)
     result = sinkhorn(torch.rand(2, 4, 3), epsilon=0.1)
     assert torch.isfinite(result.distance).all()
     x, y = unit_features(0, 2, 4, 8), unit_features(1, 3, 2, 8)
     distance = pairwise_ot_distance(x, y, on_nonconvergence="ignore")
     assert torch.isfinite(distance).all()
+
+
+def test_the_old_module_path_still_resolves_with_a_deprecation_warning() -> None:
+    from reidkit.kernels import cost_tile, pairwise_backward, pairwise_forward
+    from reidkit.kernels import sinkhorn_kernels as old
+
+    moved = {
+        "sinkhorn_potentials": cost_tile,
+        "pairwise_potentials": pairwise_forward,
+        "pairwise_feature_grads": pairwise_backward,
+    }
+    for name, home in moved.items():
+        with pytest.warns(DeprecationWarning, match=f"moved to {home.__name__}.{name}"):
+            assert getattr(old, name) is getattr(home, name)
+    with pytest.raises(AttributeError, match="no attribute 'missing'"):
+        old.missing

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from reidkit import pairwise_ot_distance, sinkhorn
-from reidkit.kernels import sinkhorn_kernels
+from reidkit.kernels import pairwise_backward
 from reidkit.ot import SinkhornOptions, grad_fallback_count, implicit
 from tests.kernels.helpers import DEVICE, KERNEL_MARKS, unit_features
 
@@ -153,13 +153,13 @@ def test_a_non_finite_fused_backward_is_recomputed_on_the_torch_path(
         poison(4)
     # the torch path in float64; the fused one in float32
     reference, reference_warnings = _pairwise_gradients(upstream, backend="torch")
-    fused_grads = sinkhorn_kernels.pairwise_feature_grads
+    fused_grads = pairwise_backward.pairwise_feature_grads
 
     def fused_nan(*args: object) -> tuple[torch.Tensor, torch.Tensor]:
         grad_x, grad_y = fused_grads(*args)
         return grad_x.fill_(float("nan")), grad_y
 
-    monkeypatch.setattr(sinkhorn_kernels, "pairwise_feature_grads", fused_nan)
+    monkeypatch.setattr(pairwise_backward, "pairwise_feature_grads", fused_nan)
     before = grad_fallback_count()
     grads, caught = _pairwise_gradients(upstream, backend="triton")
     caught = [w for w in caught if "implicit gradient" in str(w.message)]
