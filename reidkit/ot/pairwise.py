@@ -209,20 +209,16 @@ class _PairwiseOT(torch.autograd.Function):
         for start in range(0, y.shape[0], chunk):
             stop = min(start + chunk, y.shape[0])
             cost = _chunk_cost(xw, yw[start:stop]).reshape(-1, m, n)
-            plan = plan_from_potentials(
-                cost,
-                f[:, start:stop].reshape(-1, m),
-                g[:, start:stop].reshape(-1, n),
-                options.epsilon,
-            )
-            if ctx.x_mask is not None:
-                row_valid = ctx.x_mask[:, None, :, None].expand(-1, stop - start, -1, -1)
-                plan = plan * row_valid.reshape(-1, m, 1)
+            f_chunk = f[:, start:stop]
+            if ctx.x_mask is not None:  # masked patches carry no mass
+                f_chunk = f_chunk.masked_fill(~ctx.x_mask[:, None, :], float("-inf"))
+            f_chunk, g_chunk = f_chunk.reshape(-1, m), g[:, start:stop].reshape(-1, n)
             upstream = grad_distance[:, start:stop].reshape(-1).to(work)
             if options.grad == "implicit":
-                grad_cost = implicit_vjp(cost, plan, options.epsilon, None, upstream)[0]
+                grad_cost = implicit_vjp(cost, f_chunk, g_chunk, options.epsilon, None, upstream)[0]
             else:
-                grad_cost = plan * upstream[:, None, None]
+                grad_cost = plan_from_potentials(cost, f_chunk, g_chunk, options.epsilon)
+                grad_cost.mul_(upstream[:, None, None])
             grad_cost = grad_cost.reshape(batch, stop - start, m, n)
             grad_x -= torch.einsum("blmn,lnd->bmd", grad_cost, yw[start:stop])
             grad_y[start:stop] = -torch.einsum("blmn,bmd->lnd", grad_cost, xw)
