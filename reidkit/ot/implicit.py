@@ -31,6 +31,8 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from reidkit.ot.solvers import CHUNK_ENTRIES
+
 # Ridge of the reduced system, relative to the mean column mass, per dtype of the plan: a few
 # units of round-off, far below the eigenvalues of a connected plan.
 RIDGE = {torch.float32: 2.0**-20, torch.float64: 2.0**-49}
@@ -53,10 +55,6 @@ def plan_from_potentials(cost: Tensor, f: Tensor, g: Tensor, epsilon: float) -> 
     return exponent.add_((g / epsilon)[:, None, :]).exp_()
 
 
-# Products per chunk of :func:`transport_cost` (1 MiB in float32): the product stays in cache.
-_DOT_CHUNK_ENTRIES = 1 << 18
-
-
 def transport_cost(plan: Tensor, cost: Tensor) -> Tensor:
     """``<plan, cost>`` per problem, ``(B,)``, differentiable, without a ``(B, M, N)`` temporary.
 
@@ -68,7 +66,7 @@ def transport_cost(plan: Tensor, cost: Tensor) -> Tensor:
 
 
 class _TransportCost(torch.autograd.Function):
-    """``<plan, cost>`` by chunks of problems; its gradients are ``grad * cost``, ``grad * plan``."""
+    """``<plan, cost>`` by chunks of problems; gradients ``grad * cost`` and ``grad * plan``."""
 
     @staticmethod
     def forward(  # type: ignore[override]
@@ -77,7 +75,7 @@ class _TransportCost(torch.autograd.Function):
         ctx.save_for_backward(plan, cost)
         batch, m, n = plan.shape
         flat_plan, flat_cost = plan.reshape(batch, m * n), cost.reshape(batch, m * n)
-        chunk = max(1, _DOT_CHUNK_ENTRIES // max(1, m * n))
+        chunk = max(1, CHUNK_ENTRIES // max(1, m * n))
         product = plan.new_empty(min(chunk, batch), flat_plan.shape[1])
         distance = plan.new_empty(batch)
         for start in range(0, batch, chunk):
@@ -137,11 +135,6 @@ def solve_dual_system(plan: Tensor, rhs_rows: Tensor, rhs_cols: Tensor) -> tuple
     return x, y
 
 
-# Problems per chunk of :func:`implicit_vjp`: about this many plan entries (1 MiB in float32),
-# so that the plan and the few temporaries of its size stay in the cache.
-_VJP_CHUNK_ENTRIES = 1 << 18
-
-
 def implicit_vjp(
     cost: Tensor,
     f: Tensor,
@@ -175,7 +168,7 @@ def implicit_vjp(
     batch, m, n = cost.shape
     grad_cost = torch.empty_like(cost)
     grad_a, grad_b = cost.new_empty(batch, m), cost.new_empty(batch, n)
-    chunk = max(1, _VJP_CHUNK_ENTRIES // (m * n))
+    chunk = max(1, CHUNK_ENTRIES // (m * n))
     for start in range(0, batch, chunk):
         part = slice(start, min(start + chunk, batch))
         cost_part = cost[part]

@@ -16,7 +16,7 @@ Inside the loop the batch is the last dimension of every tensor (rows ``(M, B)``
 ``(M, N, B)``): the many small problems of MMPL (48k problems of 10 x 4 to 80 x 8) then become
 wide element-wise operations across problems instead of tiny per-problem matrix products. The
 scaling-domain solver also works through the batch in chunks of about
-:data:`SCALING_CHUNK_ENTRIES` kernel entries, each iterated to convergence while its kernel
+:data:`CHUNK_ENTRIES` kernel entries, each iterated to convergence while its kernel
 stays in the cache, and holds no batch-sized kernel.
 
 The two stopping rules (``tol`` is their threshold; NaN or infinity never counts as converged):
@@ -53,9 +53,11 @@ from torch import Tensor
 SCALING_DOMAIN_RANGE = {torch.float32: 50.0, torch.float64: 500.0}
 # The update rule reads the row scaling of the cost shifted to this mean (module docstring).
 UPDATE_RULE_COST_MEAN = 1.0
-# Kernel entries per chunk of the scaling-domain solver: the chunk's kernel and the product
-# workspace of the same size (4 MiB together in float32) stay in the cache for all iterations.
-SCALING_CHUNK_ENTRIES = 1 << 19
+# Entries (M * N per problem) per chunk of a batch worked through in chunks: the scaling-domain
+# solver's kernel and product workspace (16 MiB together in float32) stay in the last-level
+# cache for all iterations, and each operation still spans enough problems to be worth its
+# threads: many small chunks would multiply the operations, and each one waits for all threads.
+CHUNK_ENTRIES = 1 << 21
 # Once at most this fraction of the running problems is still active, the loop drops the rest.
 _COMPACT_BELOW = 0.5
 
@@ -87,6 +89,7 @@ def _iterate(
     update_rows: Callable[[Problems, Tensor], tuple[Tensor, Tensor | None]],
     update_cols: Callable[[Problems, Tensor], Tensor],
     residual: Callable[[Problems, Tensor, Tensor, Tensor | None], Tensor],
+    select: Callable[[Problems, Tensor], Problems],
     problems: Problems,
     rows: Tensor,
     cols: Tensor,
@@ -97,7 +100,7 @@ def _iterate(
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """The Sinkhorn loop shared by both domains, with per-problem freezing.
 
-    The batch is the last dimension of ``rows``, ``cols`` and every tensor of ``problems``.
+    The batch is the last dimension of ``rows`` and ``cols``.
     At each host check, once at most :data:`_COMPACT_BELOW` of the running problems are still
     active (and no gradient flows through the loop), the loop continues on those alone: late
     iterations cost what the slow problems need, not the whole batch.
@@ -107,6 +110,7 @@ def _iterate(
             whatever of it the residual reads (or ``None``).
         update_cols: ``(problems, rows (M, B)) -> cols (N, B)``, the column half-step.
         residual: ``(problems, rows, new_rows, aux) -> (B,)``, the stop rule's measure.
+        select: ``(problems, indices) -> problems`` of the problems at ``indices`` only.
         problems: the per-problem data the steps read (kernel or cost, marginals, ...).
         rows, cols: initial row ``(M, B)`` and column ``(N, B)`` variables.
         max_iter: iteration cap.
@@ -132,49 +136,50 @@ def _iterate(
     done_rows, done_cols = rows, cols  # problems dropped from the batch leave their results here
     done_iter = torch.full((batch,), max_iter, dtype=torch.int64, device=device)
     running = torch.arange(batch, device=device)  # problems in the current batch
-    n_iter = done_iter.clone()  # iterations of the running problems, max_iter until they stop
     active = torch.ones(batch, dtype=torch.bool, device=device)
-    all_apply = True  # known on the host: every running problem applies this iteration's update
+    # Iterations applied: n_iter, plus `uniform` applied to every running problem (no op).
+    n_iter = torch.zeros(batch, dtype=torch.int64, device=device)
+    uniform = 0
+    count, counted = batch, True  # active problems, and whether the host's count is current
     for iteration in range(max_iter + int(final_check)):
         new_rows, aux = update_rows(problems, cols)
         applying = active
-        if threshold is not None and iteration > 0:
+        all_apply = counted and count == active.numel()
+        checked = threshold is not None and iteration > 0
+        if checked:
             with torch.no_grad():
                 # NaN <= threshold is False: a NaN residual never counts as converged.
-                settled = (residual(problems, rows, new_rows, aux) <= threshold) & active
-            n_iter.masked_fill_(settled, iteration + int(stop_after_update))
-            still_active = active & ~settled
-            applying = active if stop_after_update else still_active
-            active = still_active
-            if iteration % check_every != 0:
-                all_apply = False  # unknown on the host until the next check
-            else:
+                unsettled = residual(problems, rows, new_rows, aux).le(threshold).logical_not_()
+            active = unsettled.logical_and_(active)
+            counted = iteration % check_every == 0
+            if counted:
                 count = int(active.sum())
-                # The update rule applies this iteration to the problems that just settled.
-                all_apply = (count if not stop_after_update else int(applying.sum())) == (
-                    active.numel()
-                )
+            if not stop_after_update:  # a problem that met the rule keeps its iterate
+                applying = active
+                all_apply = counted and count == active.numel()
         if iteration == max_iter:
             break  # the marginal rule's check of the final iterate
         if all_apply:
+            uniform += 1
             rows = new_rows
             cols = update_cols(problems, rows)
         else:
+            n_iter.add_(applying)
             keep_mask = applying[None, :]
             rows = torch.where(keep_mask, new_rows, rows)
             cols = torch.where(keep_mask, update_cols(problems, rows), cols)
-        if threshold is not None and iteration > 0 and iteration % check_every == 0:
+        if checked and counted:
             if count == 0:
                 break
             if can_compact and count <= _COMPACT_BELOW * active.numel():
                 done_rows = done_rows.index_copy(-1, running, rows)
                 done_cols = done_cols.index_copy(-1, running, cols)
-                done_iter = done_iter.index_copy(0, running, n_iter)
+                done_iter = done_iter.index_copy(0, running, n_iter + uniform)
                 keep = active.nonzero().squeeze(1)
                 running, active, n_iter = running[keep], active[keep], n_iter[keep]
-                problems = tuple(t[..., keep] for t in problems)
+                problems = select(problems, keep)
                 rows, cols = rows[:, keep], cols[:, keep]
-                all_apply = True
+    n_iter += uniform
     # Dropped problems met the rule; the running ones met it unless still active.
     converged = torch.ones(batch, dtype=torch.bool, device=device)
     if threshold is not None:
@@ -221,36 +226,42 @@ def log_domain_potentials(
         ``converged`` ``(B,)``.
     """
 
+    # The problems are stored batch-first, as the cost: each half-step reduces over the
+    # contiguous rows of its (B, M, N) exponent, and works on the potentials transposed.
     def update_rows(problems: Problems, g: Tensor) -> tuple[Tensor, None]:
         neg_cost, log_a, _, _, _ = problems
-        lse = torch.logsumexp(neg_cost + g[None, :, :] / epsilon, dim=1)
-        return epsilon * (log_a - lse), None
+        lse = torch.logsumexp(neg_cost + g.T[:, None, :] / epsilon, dim=2)
+        return (epsilon * (log_a - lse)).T, None
 
     def update_cols(problems: Problems, f: Tensor) -> Tensor:
         neg_cost, _, log_b, _, _ = problems
-        return epsilon * (log_b - torch.logsumexp(neg_cost + f[:, None, :] / epsilon, dim=0))
+        lse = torch.logsumexp(neg_cost + f.T[:, :, None] / epsilon, dim=1)
+        return (epsilon * (log_b - lse)).T
 
     def residual(problems: Problems, f: Tensor, f_new: Tensor, _: None) -> Tensor:
         _, _, _, a_, offset = problems
         if stop_rule == "marginal":
             # Row sums of the current plan are a * exp((f - f_new) / epsilon).
-            error = a_ * torch.expm1((f - f_new) / epsilon).abs()
-            return torch.where(a_ > 0, error, 0.0).sum(dim=0)
-        return _log_mean_change(f / epsilon, f_new / epsilon, a_ > 0) + offset
+            error = a_ * torch.expm1((f - f_new).T / epsilon).abs()
+            return torch.where(a_ > 0, error, 0.0).sum(dim=1)
+        return _log_mean_change(f.T / epsilon, f_new.T / epsilon, a_ > 0) + offset
+
+    def select(problems: Problems, keep: Tensor) -> Problems:
+        return tuple(t[keep] for t in problems)
 
     offset = (
         _update_rule_offset(cost, a, b, epsilon)
         if stop_rule == "update"
         else a.new_zeros(a.shape[0])
     )
-    # Problems-last views of problems-first storage: the reductions run over contiguous rows.
-    problems = ((cost / -epsilon).permute(1, 2, 0), a.log().T, b.log().T, a.T, offset)
-    f0 = torch.zeros_like(a.T)
+    problems = (cost / -epsilon, a.log(), b.log(), a, offset)
+    f0 = torch.zeros_like(a).T
     g0 = torch.where(b > 0, 0.0, float("-inf")).to(b.dtype).T
     f, g, n_iter, converged = _iterate(
         update_rows,
         update_cols,
         residual,
+        select,
         problems,
         f0,
         g0,
@@ -293,7 +304,7 @@ def scaling_domain_potentials(
         offset = _update_rule_offset(cost, a, b, epsilon) + shift / epsilon - real_rows.log()
     else:
         offset = torch.zeros_like(shift)
-    chunk = max(1, min(batch, SCALING_CHUNK_ENTRIES // (m * n)))
+    chunk = max(1, min(batch, CHUNK_ENTRIES // (m * n)))
     kernel_buffer = cost.new_empty(m, n, chunk)
     workspace = torch.empty_like(kernel_buffer)
 
@@ -309,13 +320,16 @@ def scaling_domain_potentials(
         return b_ / torch.mul(kernel, u[:, None, :], out=product).sum(dim=0)
 
     def residual(problems: Problems, u: Tensor, u_new: Tensor, row_sums: Tensor) -> Tensor:
-        _, a_, _, offset_ = problems
+        offset_ = problems[3]
         if stop_rule == "marginal":
             # The current plan's row sums are u * row_sums = a u / u_new: their error is
             # (u - u_new) * row_sums, exactly 0 at a fixed point and on masked rows (u = 0).
             return (u - u_new).mul_(row_sums).abs_().sum(dim=0)
         # Masked rows have u = u_new = 0 after the first iteration: the sum is over real rows.
         return (u_new - u).abs_().sum(dim=0).log_() + offset_
+
+    def select(problems: Problems, keep: Tensor) -> Problems:
+        return tuple(t[..., keep] for t in problems)
 
     f = cost.new_empty(batch, m)
     g = cost.new_empty(batch, n)
@@ -334,6 +348,7 @@ def scaling_domain_potentials(
             update_rows,
             update_cols,
             residual,
+            select,
             problems,
             torch.ones_like(a_chunk),
             (b_chunk > 0).to(b.dtype),
@@ -350,14 +365,14 @@ def scaling_domain_potentials(
 def _log_mean_change(log_u: Tensor, log_u_new: Tensor, valid: Tensor) -> Tensor:
     """``log mean_i |exp(log_u_new_i) - exp(log_u_i)|`` over the ``valid`` rows, ``(B,)``.
 
-    The rows are the first dimension (``(M, B)``). Computed as
+    The rows are the last dimension (``(B, M)``). Computed as
     ``max(log_u, log_u_new) + log(1 - exp(-|log_u_new - log_u|))``, which cannot overflow;
     NaN stays NaN.
     """
     larger = torch.maximum(log_u, log_u_new)
     log_change = larger + torch.log(-torch.expm1(-(log_u_new - log_u).abs()))
     log_change = torch.where(valid, log_change, float("-inf"))
-    return torch.logsumexp(log_change, dim=0) - valid.sum(dim=0).to(log_u.dtype).log()
+    return torch.logsumexp(log_change, dim=1) - valid.sum(dim=1).to(log_u.dtype).log()
 
 
 def choose_domain(cost: Tensor, epsilon: float) -> str:
