@@ -340,8 +340,11 @@ def scaling_domain_potentials(
         stop = min(start + chunk, batch)
         kernel = kernel_buffer[:, :, : stop - start]
         chunk_shift = shift[start:stop]
-        torch.sub(cost[start:stop].permute(1, 2, 0), chunk_shift, out=kernel)
-        kernel.div_(-epsilon).exp_()
+        # exp(-(C - shift) / epsilon) in two passes, the first one transposing the chunk.
+        torch.add(
+            chunk_shift / epsilon, cost[start:stop].permute(1, 2, 0), alpha=-1 / epsilon, out=kernel
+        )
+        kernel.exp_()
         a_chunk, b_chunk = a[start:stop].T.contiguous(), b[start:stop].T.contiguous()
         problems = (kernel, a_chunk, b_chunk, offset[start:stop])
         u, v, n_iter[start:stop], converged[start:stop] = _iterate(
@@ -384,5 +387,8 @@ def choose_domain(cost: Tensor, epsilon: float) -> str:
         epsilon: entropic regularisation.
     """
     limit = SCALING_DOMAIN_RANGE.get(cost.dtype, 0.0)
+    low, high = torch.aminmax(cost)  # one fast pass settles it when the whole batch fits
+    if float(high - low) / epsilon <= limit:
+        return "scaling"
     spread = cost.amax(dim=(1, 2)) - cost.amin(dim=(1, 2))
     return "scaling" if float(spread.max()) / epsilon <= limit else "log"
