@@ -103,7 +103,8 @@ def sinkhorn(
             applied. It is looser than the marginal rule: it can stop with marginal errors of
             several percent.
         check_every: iterations between host synchronisations that end the loop once every
-            problem has converged; results do not depend on it.
+            problem has converged, on an accelerator (on the CPU, where a look costs nothing,
+            every iteration is looked at); results do not depend on it.
         on_nonconvergence: what to do when some problem stops at ``max_iter`` with its stop
             rule unmet: ``"warn"`` (default; one :class:`RuntimeWarning` per call site, under
             Python's default warning filters), ``"raise"`` (:class:`RuntimeError`) or
