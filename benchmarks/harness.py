@@ -15,7 +15,7 @@ import json
 import multiprocessing
 import platform
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +68,76 @@ def time_call(
         samples.append(time.perf_counter() - start)
     samples.sort()
     return samples[len(samples) // 2]
+
+
+def time_interleaved(
+    fns: Mapping[str, Callable[[], Any]],
+    device: torch.device | str,
+    *,
+    rounds: int = 5,
+    warmup: int = 1,
+    clock: Callable[[], float] = time.perf_counter,
+) -> dict[str, list[float]]:
+    """Seconds of every ``fn`` in ``rounds`` rounds, each round running all in turn.
+
+    On a shared machine the load drifts during a benchmark: running the candidates in turn
+    exposes them to the same drift, so the medians compare and their ratios stay meaningful.
+    ``clock`` is the wall clock by default; ``time.process_time`` (the CPU time of this
+    process) does not count the time others take from a single thread.
+
+    Returns:
+        The sorted samples of every candidate (quote the median, ``samples[len // 2]``).
+    """
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    synchronize(device)
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            start = clock()
+            fn()
+            synchronize(device)
+            samples[name].append(clock() - start)
+    return {name: sorted(values) for name, values in samples.items()}
+
+
+def median(samples: Sequence[float]) -> float:
+    """The median of sorted ``samples`` (the upper one of an even count)."""
+    return samples[len(samples) // 2]
+
+
+def cpu_rooflines(*, rounds: int = 7) -> dict[str, float]:
+    """This machine's measured CPU limits at the current torch thread count (medians).
+
+    * ``stream_gbs``: STREAM triad ``a = b + s c`` on 128 MiB arrays (far beyond the caches),
+      counting 3 arrays moved: the bandwidth of streaming passes over memory that exists.
+    * ``first_touch_gbs``: writing a freshly allocated 128 MiB tensor, which the allocator
+      maps page by page (a new ``(B, M, N)`` output costs this, not the stream bandwidth).
+    * ``exp_per_s``: ``torch.exp`` into an existing 4 MiB buffer (in cache).
+    * ``fma_per_s``: a 2048 x 2048 float32 matrix product, multiply-adds per second.
+    """
+    count = 32 << 20  # 128 MiB of float32
+    b, c, a = torch.rand(count), torch.rand(count), torch.empty(count)
+    small = torch.rand(1 << 20)
+    small_out = torch.empty_like(small)
+    left, right = torch.rand(2048, 2048), torch.rand(2048, 2048)
+    samples = time_interleaved(
+        {
+            "stream": lambda: torch.add(b, c, alpha=0.5, out=a),
+            "first_touch": lambda: torch.empty(count).fill_(1.0),
+            "exp": lambda: torch.exp(small, out=small_out),
+            "gemm": lambda: torch.mm(left, right),
+        },
+        "cpu",
+        rounds=rounds,
+    )
+    return {
+        "stream_gbs": 3 * 4 * count / median(samples["stream"]) / 1e9,
+        "first_touch_gbs": 4 * count / median(samples["first_touch"]) / 1e9,
+        "exp_per_s": small.numel() / median(samples["exp"]),
+        "fma_per_s": 2048**3 / median(samples["gemm"]),
+    }
 
 
 def peak_memory_bytes(fn: Callable[[], Any], device: torch.device | str) -> int:

@@ -96,10 +96,6 @@ def envelope_fallback(
         ``(grad_cost, grad_a, grad_b, fell_back)``, the last ``(B,)`` bool. The inputs are
         returned unchanged when no problem falls back.
     """
-    if bool(torch.isfinite(grad_cost.sum() + grad_a.sum() + grad_b.sum())):
-        # The common case in one reduction: the sum of values holding NaN or infinity is not
-        # finite (a finite sum that overflows only sends the check the long way round).
-        return grad_cost, grad_a, grad_b, torch.zeros_like(grad_a[:, 0], dtype=torch.bool)
     implicit_finite = _finite_per_problem(grad_cost) & _finite_per_problem(grad_a)
     implicit_finite &= _finite_per_problem(grad_b)
     upstream_finite = torch.ones_like(implicit_finite)

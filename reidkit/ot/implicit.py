@@ -29,8 +29,11 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
+from reidkit import checks
 from reidkit.ot.diagnostics import envelope_fallback, report_grad_fallback
+from reidkit.ot.solvers import CHUNK_ENTRIES
 
 # Ridge of the reduced system, relative to the mean column mass, per dtype of the plan: a few
 # units of round-off, far below the eigenvalues of a connected plan.
@@ -49,14 +52,48 @@ def plan_from_potentials(cost: Tensor, f: Tensor, g: Tensor, epsilon: float) -> 
     Returns:
         ``(B, M, N)`` transport plan.
     """
-    # One (B, M, N) buffer, updated in place: the plan of a large batch is a memory-bound pass.
-    return (f[:, :, None] + g[:, None, :]).sub_(cost).div_(epsilon).exp_()
+    # Three passes over one (B, M, N) buffer: the plan of a large batch is memory-bound.
+    exponent = torch.sub((f / epsilon)[:, :, None], cost, alpha=1 / epsilon)
+    return exponent.add_((g / epsilon)[:, None, :]).exp_()
 
 
 def transport_cost(plan: Tensor, cost: Tensor) -> Tensor:
-    """``<plan, cost>`` per problem, ``(B,)``, without a ``(B, M, N)`` temporary."""
-    batch, m, n = plan.shape
-    return torch.bmm(plan.reshape(batch, 1, m * n), cost.reshape(batch, m * n, 1)).reshape(batch)
+    """``<plan, cost>`` per problem, ``(B,)``, differentiable, without a ``(B, M, N)`` temporary.
+
+    Args:
+        plan: ``(B, M, N)``.
+        cost: ``(B, M, N)`` of the dtype of ``plan``.
+    """
+    return _TransportCost.apply(plan, cost)
+
+
+class _TransportCost(torch.autograd.Function):
+    """``<plan, cost>`` by chunks of problems; gradients ``grad * cost`` and ``grad * plan``."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: torch.autograd.function.FunctionCtx, plan: Tensor, cost: Tensor
+    ) -> Tensor:
+        ctx.save_for_backward(plan, cost)
+        batch, m, n = plan.shape
+        flat_plan, flat_cost = plan.reshape(batch, m * n), cost.reshape(batch, m * n)
+        chunk = max(1, CHUNK_ENTRIES // max(1, m * n))
+        product = plan.new_empty(min(chunk, batch), flat_plan.shape[1])
+        distance = plan.new_empty(batch)
+        for start in range(0, batch, chunk):
+            stop = min(start + chunk, batch)
+            torch.mul(flat_plan[start:stop], flat_cost[start:stop], out=product[: stop - start])
+            torch.sum(product[: stop - start], dim=1, out=distance[start:stop])
+        return distance
+
+    @staticmethod
+    def backward(  # type: ignore[override]
+        ctx: torch.autograd.function.FunctionCtx, grad_distance: Tensor
+    ) -> tuple[Tensor | None, Tensor | None]:
+        plan, cost = ctx.saved_tensors
+        scale = grad_distance[:, None, None]
+        needs_plan, needs_cost = ctx.needs_input_grad
+        return (scale * cost if needs_plan else None, scale * plan if needs_cost else None)
 
 
 def solve_dual_system(plan: Tensor, rhs_rows: Tensor, rhs_cols: Tensor) -> tuple[Tensor, Tensor]:
@@ -92,31 +129,37 @@ def solve_dual_system(plan: Tensor, rhs_rows: Tensor, rhs_cols: Tensor) -> tuple
     # Laplacian + gauge + ridge on the real columns, the identity on the others.
     diagonal = torch.where(real_cols, degree + ridge[:, None], 1.0)
     system = torch.diag_embed(diagonal) - weights + real[:, :, None] * real[:, None, :]
-    reduced = rhs_cols - torch.bmm(scaled.transpose(1, 2), rhs_rows[:, :, None])[:, :, 0]
+    # The two products with the plan as a product and a sum over its short side: faster than
+    # one (M, N) x (N, 1) matrix product per problem.
+    reduced = rhs_cols - (scaled * rhs_rows[:, :, None]).sum(dim=1)
     y = torch.linalg.solve_ex(system, reduced.double()[:, :, None])[0][:, :, 0].to(plan.dtype)
-    x = (rhs_rows - torch.bmm(plan, y[:, :, None])[:, :, 0]) / row_mass  # 0 on rows without mass
+    x = (rhs_rows - (plan * y[:, None, :]).sum(dim=2)) / row_mass  # 0 on rows without mass
     return x, y
 
 
 def implicit_vjp(
     cost: Tensor,
-    plan: Tensor,
+    f: Tensor,
+    g: Tensor,
     epsilon: float,
     grad_plan: Tensor | None,
     grad_distance: Tensor | None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Vector-Jacobian product of ``(plan, distance = <plan, cost>)`` at the Sinkhorn solution.
 
-    With ``W = grad_distance * C + grad_plan`` and ``[x; y]`` solving
-    ``H [x; y] = [(W * T) 1; (W * T)^T 1]``::
+    With ``T`` the plan of the potentials, ``W = grad_distance * C + grad_plan`` and ``[x; y]``
+    solving ``H [x; y] = [(W * T) 1; (W * T)^T 1]``::
 
         dL/dC = grad_distance * T + T * (x_i + y_j - W_ij) / eps,   dL/da = x,   dL/db = y.
 
     ``dL/da`` and ``dL/db`` are defined up to a constant (the marginals live on the simplex).
+    The batch is worked through in chunks whose plan is rebuilt from the potentials: no
+    temporary of the batch's size is made, only the gradient.
 
     Args:
         cost: ``(B, M, N)``.
-        plan: ``(B, M, N)`` converged plan.
+        f: ``(B, M)`` row potentials of the plan (``-inf`` on rows without mass).
+        g: ``(B, N)`` column potentials of the plan (``-inf`` on columns without mass).
         epsilon: entropic regularisation.
         grad_plan: ``(B, M, N)`` upstream gradient of the plan, or ``None``.
         grad_distance: ``(B,)`` upstream gradient of the distance, or ``None``.
@@ -124,19 +167,30 @@ def implicit_vjp(
     Returns:
         Gradients with respect to ``cost`` ``(B, M, N)``, ``a`` ``(B, M)`` and ``b`` ``(B, N)``.
     """
-    if grad_plan is None:
-        weights = cost * grad_distance[:, None, None]
-    elif grad_distance is None:
-        weights = grad_plan.clone()
-    else:
-        weights = torch.addcmul(grad_plan, cost, grad_distance[:, None, None])
-    weights.mul_(plan)  # W * T
-    x, y = solve_dual_system(plan, weights.sum(dim=2), weights.sum(dim=1))
-    grad_cost = plan * (x[:, :, None] + y[:, None, :])
-    grad_cost.sub_(weights).div_(epsilon)
-    if grad_distance is not None:
-        grad_cost.addcmul_(plan, grad_distance[:, None, None])
-    return grad_cost, x, y
+    batch, m, n = cost.shape
+    grad_cost = torch.empty_like(cost)
+    grad_a, grad_b = cost.new_empty(batch, m), cost.new_empty(batch, n)
+    chunk = max(1, CHUNK_ENTRIES // (m * n))
+    for start in range(0, batch, chunk):
+        part = slice(start, min(start + chunk, batch))
+        cost_part = cost[part]
+        plan = plan_from_potentials(cost_part, f[part], g[part], epsilon)
+        if grad_plan is None:
+            weighted = torch.mul(plan, cost_part).mul_(grad_distance[part, None, None])
+        elif grad_distance is None:
+            weighted = plan * grad_plan[part]
+        else:
+            weighted = torch.addcmul(grad_plan[part], cost_part, grad_distance[part, None, None])
+            weighted.mul_(plan)  # W * T
+        x, y = solve_dual_system(plan, weighted.sum(dim=2), weighted.sum(dim=1))
+        grad_a[part], grad_b[part] = x, y
+        # dL/dC = T * (x_i / eps + grad_distance + y_j / eps) - W * T / eps
+        row_term = x / epsilon
+        if grad_distance is not None:
+            row_term += grad_distance[part, None]
+        scale = torch.add(row_term[:, :, None], (y / epsilon)[:, None, :], out=grad_cost[part])
+        scale.mul_(plan).sub_(weighted, alpha=1 / epsilon)
+    return grad_cost, grad_a, grad_b
 
 
 class ImplicitSinkhorn(torch.autograd.Function):
@@ -165,6 +219,7 @@ class ImplicitSinkhorn(torch.autograd.Function):
         return plan, distance
 
     @staticmethod
+    @once_differentiable  # the solve is differentiated once; its own derivative is not formed
     def backward(  # type: ignore[override]
         ctx: torch.autograd.function.FunctionCtx,
         grad_plan: Tensor | None,
@@ -173,13 +228,16 @@ class ImplicitSinkhorn(torch.autograd.Function):
         if grad_plan is None and grad_distance is None:
             return (None,) * 7
         cost, f, g = ctx.saved_tensors
-        plan = plan_from_potentials(cost, f, g, ctx.epsilon)
-        grad_cost, grad_a, grad_b = implicit_vjp(cost, plan, ctx.epsilon, grad_plan, grad_distance)
-        grad_cost, grad_a, grad_b, fell_back = envelope_fallback(
-            grad_cost, grad_a, grad_b, plan, grad_plan, grad_distance
-        )
-        ctx.fallback |= fell_back
-        report_grad_fallback(fell_back, "sinkhorn")
+        grad_cost, grad_a, grad_b = implicit_vjp(cost, f, g, ctx.epsilon, grad_plan, grad_distance)
+        if not checks.is_finite(grad_cost.sum() + grad_a.sum() + grad_b.sum()):
+            # The sum of values holding NaN or infinity is not finite (a finite sum that
+            # overflows only sends the check the long way round).
+            plan = plan_from_potentials(cost, f, g, ctx.epsilon)
+            grad_cost, grad_a, grad_b, fell_back = envelope_fallback(
+                grad_cost, grad_a, grad_b, plan, grad_plan, grad_distance
+            )
+            ctx.fallback |= fell_back
+            report_grad_fallback(fell_back, "sinkhorn")
         needs = ctx.needs_input_grad
         return (
             grad_cost if needs[0] else None,

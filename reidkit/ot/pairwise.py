@@ -283,22 +283,24 @@ def _torch_backward(
         with torch.enable_grad():
             cost = _chunk_cost(problem.distance, x_leaf, y_leaf)
         flat_cost = cost.detach().reshape(-1, m, n)
-        plan = plan_from_potentials(
-            flat_cost, f[:, start:stop].reshape(-1, m), g[:, start:stop].reshape(-1, n), epsilon
-        )
-        if x_mask is not None:
-            row_valid = x_mask[:, None, :, None].expand(-1, stop - start, -1, -1)
-            plan = plan * row_valid.reshape(-1, m, 1)
+        f_chunk = f[:, start:stop]
+        if x_mask is not None:  # masked patches carry no mass
+            f_chunk = f_chunk.masked_fill(~x_mask[:, None, :], float("-inf"))
+        f_chunk, g_chunk = f_chunk.reshape(-1, m), g[:, start:stop].reshape(-1, n)
         upstream = grad_distance[:, start:stop].reshape(-1).to(work)
         if problem.options.grad == "implicit":
-            grad_cost, grad_a, grad_b = implicit_vjp(flat_cost, plan, epsilon, None, upstream)
+            grad_cost, grad_a, grad_b = implicit_vjp(
+                flat_cost, f_chunk, g_chunk, epsilon, None, upstream
+            )
             if fallback:
+                plan = plan_from_potentials(flat_cost, f_chunk, g_chunk, epsilon)
                 grad_cost, _, _, chunk_fell_back = envelope_fallback(
                     grad_cost, grad_a, grad_b, plan, None, upstream
                 )
                 fell_back.append(chunk_fell_back)
         else:
-            grad_cost = plan * upstream[:, None, None]
+            grad_cost = plan_from_potentials(flat_cost, f_chunk, g_chunk, epsilon)
+            grad_cost.mul_(upstream[:, None, None])
         chunk_grad_x, grad_y[start:stop] = torch.autograd.grad(
             cost, (x_leaf, y_leaf), grad_cost.reshape(batch, stop - start, m, n)
         )

@@ -118,7 +118,8 @@ def sinkhorn(
               (:class:`RuntimeError`) or ``"ignore"``. The flags are in ``converged`` either
               way.
             - ``check_every`` (10): iterations between host synchronisations that end the loop
-              once every problem has converged; results do not depend on it.
+              once every problem has converged, on an accelerator (on the CPU, where a look
+              costs nothing, every iteration is looked at); results do not depend on it.
 
     Returns:
         A :class:`SinkhornResult`. A batch of zero problems, ``cost`` ``(0, M, N)``, gives

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from unittest import mock
+
 import numpy as np
 import pytest
 import torch
@@ -9,6 +11,8 @@ import torch.nn.functional as F
 from hypothesis import given
 
 from reidkit import sinkhorn
+from reidkit.ot import implicit
+from reidkit.ot.implicit import transport_cost
 from tests.ot.strategies import TIGHT, ot_problems, regularised_value
 
 
@@ -31,6 +35,35 @@ def test_plan_passes_gradcheck(grad: str) -> None:
     assert torch.autograd.gradcheck(
         lambda c: sinkhorn(c, epsilon=0.3, grad=grad, **TIGHT).plan, (cost,)
     )
+
+
+@pytest.mark.parametrize("output", ["distance", "plan"])
+def test_implicit_gradient_passes_gradcheck_when_every_problem_is_its_own_chunk(
+    output: str,
+) -> None:
+    """The backward works through the batch in chunks rebuilt from the potentials."""
+    cost = _problem(11, batch=3).requires_grad_()
+    weights = torch.randn(3, 5, 4, generator=torch.Generator().manual_seed(0), dtype=cost.dtype)
+    with mock.patch.object(implicit, "CHUNK_ENTRIES", 1):
+        assert torch.autograd.gradcheck(
+            lambda c: (
+                sinkhorn(c, epsilon=0.3, **TIGHT).distance
+                if output == "distance"
+                else sinkhorn(c, epsilon=0.3, **TIGHT).plan * weights
+            ),
+            (cost,),
+        )
+
+
+@pytest.mark.parametrize("chunk_entries", [1, 1 << 30])
+def test_transport_cost_is_the_sum_of_products_and_passes_gradcheck(chunk_entries: int) -> None:
+    generator = torch.Generator().manual_seed(12)
+    plan = torch.rand(5, 4, 3, generator=generator, dtype=torch.float64).requires_grad_()
+    cost = torch.rand(5, 4, 3, generator=generator, dtype=torch.float64).requires_grad_()
+    with mock.patch.object(implicit, "CHUNK_ENTRIES", chunk_entries):
+        expected = (plan.detach() * cost.detach()).sum(dim=(1, 2))
+        assert torch.allclose(transport_cost(plan, cost), expected, rtol=0, atol=1e-15)
+        assert torch.autograd.gradcheck(transport_cost, (plan, cost))
 
 
 def test_implicit_gradient_passes_gradcheck_with_respect_to_the_marginals() -> None:

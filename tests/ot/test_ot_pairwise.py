@@ -70,6 +70,22 @@ def test_x_mask_equals_dropping_the_padded_patches() -> None:
     assert torch.allclose(masked[1], kept[0], atol=1e-10)
 
 
+@pytest.mark.parametrize("grad", ["implicit", "envelope"])
+def test_x_mask_gradients_equal_those_without_the_padded_patches(grad: str) -> None:
+    x, y = _features(5, b=2, m=6)
+    x_mask = torch.tensor([[True] * 6, [True, False, True, True, False, True]])
+    x, y = x.requires_grad_(), y.requires_grad_()
+    masked = pairwise_ot_distance(x, y, epsilon=0.1, x_mask=x_mask, grad=grad, **TIGHT)
+    grad_x, grad_y = torch.autograd.grad(masked[1].sum(), (x, y))
+    kept = x.detach()[1:, x_mask[1]].requires_grad_()
+    y_alone = y.detach().requires_grad_()
+    alone = pairwise_ot_distance(kept, y_alone, epsilon=0.1, grad=grad, **TIGHT)
+    want_x, want_y = torch.autograd.grad(alone.sum(), (kept, y_alone))
+    assert torch.allclose(grad_x[1, x_mask[1]], want_x[0], atol=1e-9)
+    assert (grad_x[1, ~x_mask[1]] == 0).all() and (grad_x[0] == 0).all()
+    assert torch.allclose(grad_y, want_y, atol=1e-9)
+
+
 def test_chunking_does_not_change_results() -> None:
     x, y = _features(4, ll=7)
     full = pairwise_ot_distance(x, y, epsilon=0.1, chunk_size=100)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -34,6 +35,38 @@ def test_plan_and_distance_match_pot(problem: dict) -> None:
     np.testing.assert_allclose(result.plan.numpy(), expected, atol=1e-8)
     expected_distance = (expected * problem["cost"].numpy()).sum(axis=(1, 2))
     np.testing.assert_allclose(result.distance.numpy(), expected_distance, atol=1e-8)
+
+
+@given(ot_problems(max_batch=5))
+def test_plan_and_distance_match_pot_when_every_problem_is_its_own_chunk(problem: dict) -> None:
+    """The scaling-domain solver works through the batch in chunks: here, of one problem."""
+    assert solvers.choose_domain(problem["cost"], problem["epsilon"]) == "scaling"
+    with mock.patch.object(solvers, "CHUNK_ENTRIES", 1):
+        result = sinkhorn(**problem, **TIGHT)
+    a, b = full_marginals(problem)
+    expected = pot_plans(problem["cost"], a, b, problem["epsilon"])
+    np.testing.assert_allclose(result.plan.numpy(), expected, atol=1e-8)
+
+
+@given(
+    ot_problems(max_batch=7),
+    st.integers(1, 30),
+    st.integers(1, 4),
+    st.sampled_from([torch.float32, torch.float64]),
+)
+def test_chunks_of_the_scaling_domain_solver_give_the_results_of_one_chunk(
+    problem: dict, iterations: int, chunk_problems: int, dtype: torch.dtype
+) -> None:
+    _, m, n = problem["cost"].shape
+    a, b = full_marginals(problem)
+    arguments = (problem["cost"].to(dtype), a.to(dtype), b.to(dtype), problem["epsilon"])
+    whole = solvers.scaling_domain_potentials(*arguments, iterations, None)
+    with mock.patch.object(solvers, "CHUNK_ENTRIES", chunk_problems * m * n):
+        chunked = solvers.scaling_domain_potentials(*arguments, iterations, None)
+    tolerance = 64 * torch.finfo(dtype).eps  # potentials of size ~1: a few units of round-off
+    assert torch.allclose(chunked.f, whole.f, rtol=0, atol=tolerance)
+    assert torch.allclose(chunked.g, whole.g, rtol=0, atol=tolerance)
+    assert (chunked.n_iter == iterations).all() and chunked.converged.all()
 
 
 @given(ot_problems(), st.integers(0, 2**31 - 1))
