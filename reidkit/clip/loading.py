@@ -98,7 +98,9 @@ def load_clip(
             named = isinstance(name, str)
             raise missing_file_error(
                 str(pretrained),
-                f"pretrained of the CLIP model {name!r}" if named else "pretrained",
+                f"pretrained of the CLIP model {name!r}"
+                if named
+                else "pretrained of a CLIP model given by its config (weight tags need a name)",
                 open_clip.list_pretrained_tags_by_model(name) if named else (),
             )
         model = _build_offline(_model_config(name), pretrained, precision, regrid)

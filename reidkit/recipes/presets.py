@@ -13,7 +13,7 @@ from pathlib import Path
 from reidkit.recipes.serialization import config_to_yaml
 
 HEADER = (
-    "The {preset} preset of the {recipe} recipe ({description}).\n"
+    "The {preset} preset of the {recipe} recipe. {description}.\n"
     "Written by `reidkit presets --write configs`; train it with\n"
     "`reidkit train --config configs/{recipe}/{preset}.yaml`, or copy it and edit the copy."
 )

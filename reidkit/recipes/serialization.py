@@ -363,13 +363,19 @@ def apply_overrides(config: ConfigT, overrides: Iterable[Override]) -> ConfigT:
     plain = to_plain(config)
     sources: dict[str, str] = {}
     for override in overrides:
-        path, hint = resolve_key(config_type, override.key, plain)
-        key = ".".join(path)
-        value = override.value
-        if isinstance(value, str):
-            value = _yaml_value(value) if hint is Any else parse_text(key, value, hint)
-            if hint is Any and isinstance(value, str):
-                value = _numbers_from_text(value, float | str)
+        try:
+            path, hint = resolve_key(config_type, override.key, plain)
+            key = ".".join(path)
+            value = override.value
+            if isinstance(value, str):
+                value = _yaml_value(value) if hint is Any else parse_text(key, value, hint)
+                if hint is Any and isinstance(value, str):
+                    value = _numbers_from_text(value, float | str)
+        except (ConfigError, _Unparsable) as error:
+            if isinstance(error, _Unparsable):
+                error = ConfigError(override.key, f"is not YAML: {override.value!r}")
+            given = f" (given by {override.source})" if override.source else ""
+            raise ConfigError(error.key, error.problem + given) from None
         target = plain
         for part in path[:-1]:
             target = target[part]
