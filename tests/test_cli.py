@@ -13,11 +13,13 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from reidkit import downloads
 from reidkit.cli import main
-from reidkit.recipes import RECIPES, load_config, save_config
+from reidkit.models import load_model
+from reidkit.recipes import RECIPES, Runtime, arguments, load_config, save_config
 from reidkit.recipes.presets import preset_yaml
 from reidkit.recipes.serialization import config_differences
 
@@ -243,13 +245,24 @@ RUNTIME = ["--device", "cpu", "--num-workers", "0"]
 TRAIN = [*RUNTIME, "--image-size", "64", "32"]
 
 
-def test_python_m_reidkit_answers(tmp_path: Path) -> None:
-    completed = _reidkit("train", "clip_reid", "--epochs", "0", cache=tmp_path / "cache")
-    assert completed.returncode == 2
-    assert completed.stderr.strip().splitlines()[-1] == (
-        "reidkit train: error: prompt_stage.epochs must be an integer >= 1, got 0 (given by "
-        "--epochs)"
-    )
+def test_python_m_reidkit_trains_a_tiny_run(tmp_path: Path) -> None:
+    # one epoch per stage: the fast end-to-end check of the command (the slow tests do more)
+    run = tmp_path / "run"
+    completed = _reidkit(
+        "train", "clip_reid", "--output-dir", str(run), *TRAIN, "--epochs", "1", *SHORT,
+        cache=tmp_path / "cache",
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert completed.stdout.splitlines()[-2].split()[0] == "method"  # the results' table
+    report = json.loads((run / "report.json").read_text())
+    assert [report["stages"][s]["epochs"][-1]["epoch"] for s in ("prompts", "image_encoder")] == [
+        1,
+        1,
+    ]
+    assert report["best"]["epoch"] == 1 and load_config(run / "config.yaml")[0] == "clip_reid"
+    model = load_model(run)
+    features = model(torch.rand(2, 3, *model.spec.image_size))
+    assert features.shape == (2, 128) and bool(torch.isfinite(features).all())
 
 
 @pytest.mark.slow
@@ -343,3 +356,41 @@ def test_ctrl_c_stops_with_one_line_and_the_run_resumes(tmp_path: Path) -> None:
     report = json.loads((run / "report.json").read_text())
     assert [e["epoch"] for e in report["stages"]["supervised"]["epochs"]] == [1, 2, 3, 4]
     assert report["resumes"]
+
+
+def test_a_script_s_own_options_set_fields_with_the_others(
+    capsys: pytest.CaptureFixture, tmp_path: Path
+) -> None:
+    recipe = RECIPES["aaformer"]
+    parser = arguments.train_parser(recipe, default_output_dir=tmp_path / "run")
+    arguments.field_option(parser, "--maps", "part_maps", help="figures")
+    args = arguments.parse_train_args(
+        parser, ["--maps", "0", "--epochs", "3", "assignment", "nearest"]
+    )
+    config = arguments.config_from_args(parser, args, recipe)
+    assert (config.part_maps, config.optimizer.epochs, config.assignment) == (0, 3, "nearest")
+    with pytest.raises(SystemExit):
+        arguments.config_from_args(
+            parser, arguments.parse_train_args(parser, ["--maps", "-1"]), recipe
+        )
+    assert "part_maps must be an integer >= 0, got -1 (given by --maps)" in capsys.readouterr().err
+
+
+def test_the_line_after_ctrl_c_says_where_to_resume(tmp_path: Path) -> None:
+    runtime = Runtime(output_dir=str(tmp_path / "run"))
+    command = "reidkit train --resume --output-dir run"
+    assert arguments.interrupted_message(runtime, command) == (
+        f"interrupted before the run wrote anything to {tmp_path / 'run'}"
+    )
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "train.log").touch()
+    assert arguments.interrupted_message(runtime, command).endswith(
+        "resume with: reidkit train --resume --output-dir run (it starts from the first epoch)"
+    )
+    baseline = tmp_path / "run" / "clip_reid"  # MMPL stopped while it trained its baseline
+    baseline.mkdir()
+    torch.save({"stage": "prompts", "epoch": 3}, baseline / "last.pt")
+    assert arguments.interrupted_message(runtime, command) == (
+        f"interrupted: the last checkpoint is {baseline / 'last.pt'} (stage prompts, 3 epochs "
+        f"done); resume with: {command}"
+    )

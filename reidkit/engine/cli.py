@@ -63,7 +63,8 @@ def add_run_arguments(
         "--output-dir",
         type=Path,
         default=Path(default_output_dir),
-        help="the run folder: log, report, configuration, checkpoints, model",
+        metavar="PATH",
+        help=f"the run folder: log, report, configuration, checkpoints ({default_output_dir})",
     )
     resume = run.add_mutually_exclusive_group()
     resume.add_argument(
@@ -87,7 +88,7 @@ def add_run_arguments(
         help="evaluate every N epochs (0: after each stage only)",
     )
     run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    run.add_argument("--seed", type=_non_negative, default=0, help="base random seed")
+    run.add_argument("--seed", type=_non_negative, default=0, metavar="N", help="base random seed")
     run.add_argument(
         "--num-workers", type=_non_negative, default=2, metavar="N", help="data-loading processes"
     )

@@ -49,7 +49,7 @@ from reidkit.distributed import cleanup_distributed, is_main_process
 from reidkit.downloads import is_local_file, looks_like_path
 from reidkit.engine.checkpoint import LAST_CHECKPOINT
 from reidkit.engine.cli import add_run_arguments, stage_value
-from reidkit.engine.run_folder import CONFIG_FILE, RunFolderError
+from reidkit.engine.run_folder import CONFIG_FILE, RunFolderError, holds_run
 from reidkit.recipes.common import Recipe, check_data_root, check_run
 from reidkit.recipes.config import IMAGE_FOLDER, ConfigError, Runtime, get_field
 from reidkit.recipes.serialization import (
@@ -163,6 +163,7 @@ def train_parser(
     if parser is None:
         parser = argparse.ArgumentParser(description=description)
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = _recipes_help([recipe] if recipe is not None else list(RECIPES.values()))
     parser.set_defaults(**{OVERRIDE_TOKENS: []})
     if recipe is None:
         parser.add_argument(
@@ -258,6 +259,19 @@ def field_option(
     action = (group or parser).add_argument(flag, **options)
     fields = [*(parser.get_default(FIELD_OPTIONS) or []), (action.dest, key, flag)]
     parser.set_defaults(**{FIELD_OPTIONS: fields})
+
+
+def _recipes_help(recipes: Sequence[Recipe]) -> str:
+    """For each recipe: its presets, its stages and the names of its loss weights."""
+    lines = ["recipes:"]
+    for recipe in recipes:
+        stages = ", ".join(recipe.epoch_fields(recipe.presets[DEFAULT_PRESET]))
+        lines.append(f"  {recipe.name}: {recipe.description}")
+        lines.append(f"    presets: {', '.join(recipe.presets)}; stages: {stages}")
+        if recipe.loss_weights:
+            lines.append(f"    --loss-weight names: {', '.join(recipe.loss_weights)}")
+    lines.append("every field: reidkit config RECIPE [--preset NAME] prints them as YAML")
+    return "\n".join(lines)
 
 
 def parse_train_args(
@@ -496,10 +510,12 @@ def interrupted_message(runtime: Runtime, resume_command: str) -> str:
         if (path := folder / LAST_CHECKPOINT).is_file()
     ]
     if not checkpoints:
-        return (
-            f"interrupted before the first checkpoint of {runtime.output_dir}; start it again "
-            f"with: {resume_command}"
-        )
+        if holds_run(runtime.output_path):
+            return (
+                f"interrupted before the first checkpoint of {runtime.output_dir}; resume with: "
+                f"{resume_command} (it starts from the first epoch)"
+            )
+        return f"interrupted before the run wrote anything to {runtime.output_dir}"
     latest = max(checkpoints, key=lambda path: path.stat().st_mtime)
     return (
         f"interrupted: the last checkpoint is {latest}{_position(latest)}; resume with: "
