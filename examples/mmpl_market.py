@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 
-from reidkit.distributed import is_main_process
 from reidkit.recipes import arguments, compare_reports, load_config, mmpl
 
 
@@ -85,9 +84,9 @@ def ablate(config: mmpl.MMPLConfig, args: argparse.Namespace) -> mmpl.MMPLConfig
 
 def main() -> None:
     parser, args = parse_args()
-    arguments.train_from_command_line(mmpl.RECIPE, parser, args=args, adapt=ablate)
+    results = arguments.train_from_command_line(mmpl.RECIPE, parser, args=args, adapt=ablate)
     _, config = load_config(args.output_dir / "config.yaml")  # what the run trained
-    if config.compare_baseline and is_main_process():
+    if results is not None and config.compare_baseline:  # rank 0
         print(compare_reports([args.output_dir / mmpl.BASELINE_FOLDER, args.output_dir]))
 
 

@@ -47,9 +47,7 @@ def train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     runtime = arguments.runtime_from_args(args)
     arguments.check_before_training(parser, recipe, config, runtime)
     results = arguments.launch(recipe, config, runtime, resume_command=_train_command(args))
-    from reidkit.distributed import is_main_process
-
-    if results is not None and is_main_process():
+    if results is not None:  # rank 0
         from reidkit.recipes.compare import compare_reports
 
         print(compare_reports([runtime.output_path]))
@@ -131,6 +129,18 @@ def presets(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     return 0
 
 
+def _count(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return int(text)
+
+
+def _positive(text: str) -> int:
+    if _count(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return int(text)
+
+
 def _device(name: str) -> str:
     if name != "auto":
         return name
@@ -179,8 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--save-rank-grid", action="store_true", help="draw the top-10 of the first queries"
     )
     eval_command.add_argument("--flip", action="store_true", help="average with mirrored images")
-    eval_command.add_argument("--batch-size", type=int, default=128, metavar="N")
-    eval_command.add_argument("--num-workers", type=int, default=2, metavar="N")
+    eval_command.add_argument("--batch-size", type=_positive, default=128, metavar="N")
+    eval_command.add_argument("--num-workers", type=_count, default=2, metavar="N")
     eval_command.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     eval_command.add_argument(
         "--output-dir", type=Path, metavar="PATH", help="default RUN_DIR/eval/<dataset>"

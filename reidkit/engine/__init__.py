@@ -4,7 +4,8 @@ Small parts, each usable alone: :class:`Trainer` (AMP, gradient clipping, severa
 :class:`CheckpointManager` (atomic checkpoints, resume at any stage), :class:`RunReport`
 (JSON report), :func:`setup_logging` and :func:`progress_bar` (rank-0 output), the schedulers
 :class:`WarmupMultiStepLR` and :class:`WarmupCosineLR`, :func:`bias_parameter_groups`,
-:func:`seed_everything`, and :func:`build_arg_parser` (the options every example shares).
+:func:`seed_everything`, and :func:`build_arg_parser` (the options of a script that assembles its
+own training; the recipes have theirs in :mod:`reidkit.recipes.arguments`).
 :class:`TrainingRun` assembles them for a run of named stages. An example stays a thin script::
 
     import torch

@@ -29,8 +29,12 @@ different places, and it is checked before any data or model is built:
 
 A wrong key, type or range is an error naming the key (and the option that set it); so is a
 data set without its folder (``--data-root``), a folder that holds another run, and a resumed
-run whose configuration changed. Options that later work adds (``--no-progress``,
-``--sync-bn``, ...) go into the groups :func:`train_parser` returns, by their titles.
+run whose configuration changed.
+
+An option of how a run runs (not of the experiment: ``--no-progress``, ``--sync-bn``) is a
+field of :class:`~reidkit.recipes.config.Runtime`, an option of
+:func:`reidkit.engine.cli.add_run_arguments` and a line of :func:`runtime_from_args`; every
+command that trains gets it from there.
 """
 
 from __future__ import annotations
@@ -462,7 +466,8 @@ def train_from_command_line(
     adapt: Callable[[Any, argparse.Namespace], Any] | None = None,
 ) -> dict[str, Any] | None:
     """Parse ``argv`` with ``parser`` (from :func:`train_parser`), build and check the
-    configuration and the runtime, and train ``recipe``; its results.
+    configuration and the runtime, and train ``recipe``; its results on rank 0 (``None`` on the
+    other ranks).
 
     Args:
         args: ``argv`` already parsed with :func:`parse_train_args`.
@@ -489,10 +494,11 @@ def launch(
     checkpoint is and how to resume (``resume_command``), and exit status 130.
 
     Returns:
-        The results of ``recipe.train``.
+        The results of ``recipe.train`` on rank 0; ``None`` on the other ranks.
     """
     try:
-        return recipe.train(config, runtime)
+        results = recipe.train(config, runtime)
+        return results if is_main_process() else None  # before the process group is left
     except KeyboardInterrupt:
         if is_main_process():
             print(interrupted_message(runtime, resume_command), file=sys.stderr)
