@@ -20,50 +20,30 @@ Examples::
     python examples/aaformer_market.py --preset paper --data-root ... \\
         --backbone open_clip:ViT-B-16 --pretrained openai --assignment nearest
 
-    # continue an interrupted run from its last completed epoch
-    python examples/aaformer_market.py --preset paper --data-root ... --resume
+    # continue an interrupted run from its last completed epoch (its config.yaml)
+    python examples/aaformer_market.py --output-dir runs/aaformer_market --resume
 """
 
 from __future__ import annotations
 
-import argparse
-
-from reidkit.distributed import cleanup_distributed
-from reidkit.engine import build_arg_parser
-from reidkit.recipes import aaformer, replace_field
-from reidkit.recipes.arguments import config_from_args, runtime_from_args
-
-
-def parse_args() -> argparse.Namespace:
-    parser = build_arg_parser("AAformer on Market-1501", default_output_dir="runs/aaformer_market")
-    model = parser.add_argument_group("model")
-    model.add_argument("--backbone", help="tiny, timm:<name> or open_clip:<name> (preset's)")
-    model.add_argument("--pretrained", help="weights: none, default or a tag (preset's)")
-    model.add_argument(
-        "--part-groups",
-        type=lambda text: tuple(int(size) for size in text.split(",") if size),
-        help="[PART] granularities, e.g. 2,3 (preset's); an empty string for none",
-    )
-    model.add_argument("--assignment", choices=aaformer.ASSIGNMENTS, help="(preset's)")
-    model.add_argument("--maps", type=int, help="query images drawn in part_maps.png (preset's)")
-    return parser.parse_args()
+from reidkit.recipes import aaformer, arguments
 
 
 def main() -> None:
-    args = parse_args()
-    config = config_from_args(aaformer.RECIPE, aaformer.PRESETS[args.preset], args)
-    for path, value in (
-        ("backbone.name", args.backbone),
-        ("part_groups", args.part_groups),
-        ("assignment", args.assignment),
-        ("part_maps", args.maps),
+    parser = arguments.train_parser(
+        aaformer.RECIPE,
+        description="AAformer on Market-1501",
+        default_output_dir="runs/aaformer_market",
+    )
+    model = parser.add_argument_group("model")
+    for flag, key, text in (
+        ("--backbone", "backbone.name", "tiny, timm:<name> or open_clip:<name>"),
+        ("--part-groups", "part_groups", "[PART] granularities, e.g. 2,3; [] for none"),
+        ("--assignment", "assignment", f"one of {', '.join(aaformer.ASSIGNMENTS)}"),
+        ("--maps", "part_maps", "query images drawn in part_maps.png"),
     ):
-        if value is not None:
-            config = replace_field(config, path, value)
-    try:
-        aaformer.train(config, runtime_from_args(args))
-    finally:
-        cleanup_distributed()
+        arguments.field_option(parser, flag, key, group=model, help=f"{text} (preset's)")
+    arguments.train_from_command_line(aaformer.RECIPE, parser)
 
 
 if __name__ == "__main__":

@@ -5,8 +5,9 @@ computed once by the frozen image encoder, with ``L_i2t + L_t2i`` (CLIP-ReID eq.
 CLIP towers stay frozen. Stage 2 ("image_encoder") computes every identity's text feature
 once with the learned prompts and fine-tunes the image encoder with the ID loss on two BNNecks,
 the triplet loss on three features and the image-to-text cross-entropy against the cached text
-features (eq. 5-6). The pipeline is :mod:`reidkit.recipes.clip_reid`; this script maps the
-command line onto its configuration and runtime.
+features (eq. 5-6). The pipeline is :mod:`reidkit.recipes.clip_reid`; this script is
+``reidkit train clip_reid`` written out, over the same command-line machinery
+(:mod:`reidkit.recipes.arguments`).
 
 Examples::
 
@@ -17,31 +18,25 @@ Examples::
     torchrun --nproc_per_node=2 examples/clip_reid_market.py --preset paper \\
         --data-root /data/Market-1501-v15.09.15 --output-dir runs/clip_reid_market
 
-    # continue an interrupted run from its last completed epoch
-    python examples/clip_reid_market.py --preset paper --data-root ... --resume
+    # any field of the configuration, by its dotted key (or yacs-style KEY VALUE pairs)
+    python examples/clip_reid_market.py --set image_stage.lr=1e-3 loss.id_weight 0.5
+
+    # continue an interrupted run from its last completed epoch (its config.yaml)
+    python examples/clip_reid_market.py --output-dir runs/clip_reid_market --resume
 """
 
 from __future__ import annotations
 
-from reidkit.distributed import cleanup_distributed
-from reidkit.engine import build_arg_parser
-from reidkit.recipes import clip_reid
-from reidkit.recipes.arguments import config_from_args, runtime_from_args
+from reidkit.recipes import arguments, clip_reid
 
 
 def main() -> None:
-    parser = build_arg_parser(
-        "CLIP-ReID two-stage baseline", default_output_dir="runs/clip_reid_market"
+    parser = arguments.train_parser(
+        clip_reid.RECIPE,
+        description="CLIP-ReID two-stage baseline",
+        default_output_dir="runs/clip_reid_market",
     )
-    parser.add_argument(
-        "--pretrained", default=None, help="open_clip tag, local CLIP checkpoint or none (preset's)"
-    )
-    args = parser.parse_args()
-    config = config_from_args(clip_reid.RECIPE, clip_reid.PRESETS[args.preset], args)
-    try:
-        clip_reid.train(config, runtime_from_args(args))
-    finally:
-        cleanup_distributed()
+    arguments.train_from_command_line(clip_reid.RECIPE, parser)
 
 
 if __name__ == "__main__":

@@ -24,24 +24,21 @@ Examples::
     python examples/mmpl_market.py --no-agent
     python examples/mmpl_market.py --no-alignment --no-cpl --levels 2
 
-    # continue an interrupted run at whichever stage it stopped
+    # continue an interrupted run at whichever stage it stopped (its config.yaml)
     python examples/mmpl_market.py --resume
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 
-from reidkit.distributed import cleanup_distributed, is_main_process
-from reidkit.engine import build_arg_parser
-from reidkit.recipes import compare_reports, mmpl
-from reidkit.recipes.arguments import config_from_args, runtime_from_args
+from reidkit.recipes import arguments, compare_reports, load_config, mmpl
 
 
-def parse_args() -> argparse.Namespace:
-    parser = build_arg_parser("MMPL two-stage pipeline", default_output_dir="runs/mmpl_market")
-    parser.add_argument("--pretrained", help="open_clip tag, local checkpoint or none (preset's)")
+def parse_args() -> tuple[argparse.ArgumentParser, argparse.Namespace]:
+    parser = arguments.train_parser(
+        mmpl.RECIPE, description="MMPL two-stage pipeline", default_output_dir="runs/mmpl_market"
+    )
     ablation = parser.add_argument_group("ablations (paper tables 3-5)")
     ablation.add_argument(
         "--no-agent", action="store_true", help="select patches by class-token attention"
@@ -59,39 +56,38 @@ def parse_args() -> argparse.Namespace:
     ablation.add_argument("--n-ctx", type=int, nargs="+", help="N_k per level (preset's)")
     ablation.add_argument("--patch-counts", type=int, nargs="+", help="M_c per level (preset's)")
     ablation.add_argument("--selected", type=int, nargs="+", help="M per level (preset's)")
-    parser.add_argument(
+    arguments.field_option(
+        parser,
         "--baseline",
+        "compare_baseline",
         action=argparse.BooleanOptionalAction,
-        default=None,
         help="also train the CLIP-ReID baseline and print a table (default: the preset's)",
     )
-    return parser.parse_args()
+    return parser, arguments.parse_train_args(parser)
 
 
-def main() -> None:
-    args = parse_args()
-    config = config_from_args(mmpl.RECIPE, mmpl.PRESETS[args.preset], args)
+def ablate(config: mmpl.MMPLConfig, args: argparse.Namespace) -> mmpl.MMPLConfig:
+    """The levels and the ablations that the options ask for."""
     levels = None if args.no_hpl else args.levels  # --no-hpl: one level
     config = mmpl.select_levels(
         config, levels, n_ctx=args.n_ctx, patch_counts=args.patch_counts, selected=args.selected
     )
-    for wanted, ablate in (
+    for wanted, without in (
         (args.no_hpl, mmpl.without_hierarchy),
         (args.no_agent, mmpl.without_agent),
         (args.no_alignment, mmpl.without_alignment),
         (args.no_cpl, mmpl.without_visual_prompts),
     ):
-        config = ablate(config) if wanted else config
-    if args.baseline is not None:
-        config = dataclasses.replace(config, compare_baseline=args.baseline)
-    runtime = runtime_from_args(args)
-    try:
-        mmpl.train(config, runtime)
-        if config.compare_baseline and is_main_process():
-            baseline = runtime.output_path / mmpl.BASELINE_FOLDER
-            print(compare_reports([baseline, runtime.output_path]))
-    finally:
-        cleanup_distributed()
+        config = without(config) if wanted else config
+    return config
+
+
+def main() -> None:
+    parser, args = parse_args()
+    results = arguments.train_from_command_line(mmpl.RECIPE, parser, args=args, adapt=ablate)
+    _, config = load_config(args.output_dir / "config.yaml")  # what the run trained
+    if results is not None and config.compare_baseline:  # rank 0
+        print(compare_reports([args.output_dir / mmpl.BASELINE_FOLDER, args.output_dir]))
 
 
 if __name__ == "__main__":

@@ -22,8 +22,8 @@ Examples::
     torchrun --nproc_per_node=2 examples/pcl_clip_market.py --preset paper --mode supervised \\
         --data-root /data/Market-1501-v15.09.15 --output-dir runs/pcl_clip_market
 
-    # continue an interrupted run from its last completed epoch
-    python examples/pcl_clip_market.py --preset paper --data-root ... --resume
+    # continue an interrupted run from its last completed epoch (its config.yaml)
+    python examples/pcl_clip_market.py --output-dir runs/pcl_clip_market --resume
 """
 
 from __future__ import annotations
@@ -31,27 +31,22 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from reidkit.distributed import cleanup_distributed
-from reidkit.engine import build_arg_parser
-from reidkit.recipes import pcl_clip
-from reidkit.recipes.arguments import config_from_args, runtime_from_args
+from reidkit.recipes import arguments, pcl_clip
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    parser = build_arg_parser(
-        "PCL-CLIP: CLIP fine-tuned with a prototypical contrastive loss",
+def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
+    parser = arguments.train_parser(
+        pcl_clip.RECIPE,
+        description="PCL-CLIP: CLIP fine-tuned with a prototypical contrastive loss",
         default_output_dir="runs/pcl_clip_market",
     )
-    parser.add_argument("--mode", choices=pcl_clip.MODES, default="supervised", help="labels")
     parser.add_argument(
-        "--pretrained", default=None, help="open_clip tag, local CLIP checkpoint or none (preset's)"
+        "--mode", choices=pcl_clip.MODES, help="labels: start from the preset of this mode"
     )
-    args = parser.parse_args(argv)
-    config = config_from_args(pcl_clip.RECIPE, pcl_clip.preset(args.preset, args.mode), args)
-    try:
-        return pcl_clip.train(config, runtime_from_args(args))
-    finally:
-        cleanup_distributed()
+    args = arguments.parse_train_args(parser, argv)
+    if args.mode is not None:  # --mode unsupervised --preset tiny: the preset tiny-unsupervised
+        args.preset = pcl_clip.preset_name(args.preset or arguments.DEFAULT_PRESET, args.mode)
+    return arguments.train_from_command_line(pcl_clip.RECIPE, parser, args=args)
 
 
 if __name__ == "__main__":

@@ -76,6 +76,7 @@ _PUBLIC_NAMES: dict[str, str] = {
     "CLIPReIDModel": "reidkit.models",
     "PCLCLIPModel": "reidkit.models",
     "AAformerReID": "reidkit.models",
+    "load_model": "reidkit.models",
     # memory (reidkit.memory)
     "PrototypeMemory": "reidkit.memory",
 }

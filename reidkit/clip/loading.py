@@ -3,7 +3,10 @@
 :func:`load_clip` builds the model at the resolution it was trained at, loads its weights, and
 only then re-grids the vision tower for person crops (:mod:`reidkit.clip.resize`), so released
 checkpoints load unchanged. Local checkpoints are read offline and checked key by key before
-anything is copied.
+anything is copied. A pretrained tag's file is taken from the local caches when it is there and
+downloaded only when it is not (:func:`reidkit.downloads.open_clip_weights`): without a
+connection, a tag that is not cached fails at once with a message that says how to pass a local
+file.
 """
 
 from __future__ import annotations
@@ -19,10 +22,13 @@ import open_clip
 import torch
 from open_clip.model import convert_to_custom_text_state_dict
 from open_clip.tokenizer import HFTokenizer
+from safetensors import SafetensorError
+from safetensors.torch import load as load_safetensors
 from torch import Tensor, nn
 
 from reidkit import checks
 from reidkit.clip.resize import INTERPOLATION_MODES, resize_visual_grid
+from reidkit.downloads import missing_file_error, open_clip_weights
 
 PRECISIONS = ("fp32", "fp16", "bf16", "pure_fp16", "pure_bf16")
 _LOW_PRECISION = {"fp16": torch.float16, "bf16": torch.bfloat16}
@@ -50,10 +56,11 @@ def load_clip(
             ``vision_cfg``, ``text_cfg`` and optionally ``quick_gelu``, ``custom_text``), e.g. for
             small or custom models.
         pretrained: ``None`` for random weights; an open_clip pretrained tag for ``name`` such as
-            ``"openai"`` (downloaded by open_clip); or the path of a local checkpoint, read
-            offline: a state dict, a training checkpoint holding one under ``"state_dict"``, or an
-            OpenAI TorchScript release (which sets ``quick_gelu`` unless the config sets it).
-            A checkpoint may be saved at the model's original resolution or at the re-gridded one.
+            ``"openai"`` (from the local cache, else downloaded); or the path of a local
+            checkpoint, read offline: a state dict (``torch.save`` or ``.safetensors``), a
+            training checkpoint holding one under ``"state_dict"``, or an OpenAI TorchScript
+            release (which sets ``quick_gelu`` unless the config sets it). A checkpoint may be
+            saved at the model's original resolution or at the re-gridded one.
         image_size: input ``(H, W)`` of the vision tower (an int means square); ``None`` keeps the
             configured size.
         stride: patch stride for overlapping patches (CLIP-ReID uses 12 with 16x16 patches);
@@ -69,7 +76,9 @@ def load_clip(
         that matches its text tower.
 
     Raises:
-        FileNotFoundError: ``pretrained`` is neither a known tag nor an existing file.
+        FileNotFoundError: ``pretrained`` is neither a known tag nor an existing file, or a
+            tag's weights are not cached and their host cannot be reached
+            (:class:`reidkit.downloads.WeightsUnavailableError`).
         ValueError: unknown ``name``, bad ``precision``, a checkpoint whose keys or shapes do not
             match the model, or resizing asked of a non-ViT vision tower.
     """
@@ -82,9 +91,18 @@ def load_clip(
             resize_visual_grid(model.visual, size, stride, interpolation)
 
     if _is_pretrained_tag(name, pretrained):
-        model = _download_pretrained(name, pretrained, precision)
+        model = _load_pretrained_tag(name, pretrained, precision)
         regrid(model)
     else:
+        if pretrained is not None and not Path(pretrained).is_file():
+            named = isinstance(name, str)
+            raise missing_file_error(
+                str(pretrained),
+                f"pretrained of the CLIP model {name!r}"
+                if named
+                else "pretrained of a CLIP model given by its config (weight tags need a name)",
+                open_clip.list_pretrained_tags_by_model(name) if named else (),
+            )
         model = _build_offline(_model_config(name), pretrained, precision, regrid)
     if device is not None:
         model.to(device)
@@ -119,11 +137,12 @@ def _is_pretrained_tag(name: str | Mapping[str, Any], pretrained: str | Path | N
     return pretrained in open_clip.list_pretrained_tags_by_model(name)
 
 
-def _download_pretrained(name: str, tag: str, precision: str) -> nn.Module:
+def _load_pretrained_tag(name: str, tag: str, precision: str) -> nn.Module:
+    """open_clip's model with the weights of ``tag``, read from a file on disk."""
     tag_config = open_clip.get_pretrained_cfg(name, tag)
     return open_clip.create_model(
         name,
-        pretrained=tag,
+        pretrained=str(open_clip_weights(name, tag)),
         precision=precision,
         force_quick_gelu=bool(tag_config.get("quick_gelu", False)),
     )
@@ -162,17 +181,15 @@ def _cast_to_precision(model: nn.Module, precision: str) -> None:
 
 def _read_checkpoint(path: Path) -> tuple[dict[str, Tensor], bool]:
     """Return the checkpoint's state dict and whether it came from a TorchScript archive."""
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"pretrained checkpoint {str(path)!r} does not exist (and is not an open_clip tag)"
-        )
     from_archive = _is_torchscript_archive(path)
     try:
-        if from_archive:
+        if path.suffix == ".safetensors":
+            state_dict = load_safetensors(path.read_bytes())
+        elif from_archive:
             state_dict = torch.jit.load(str(path), map_location="cpu").state_dict()
         else:
             state_dict = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as error:
+    except (pickle.UnpicklingError, RuntimeError, EOFError, SafetensorError) as error:
         raise ValueError(
             f"pretrained checkpoint {str(path)!r} is not a readable PyTorch checkpoint: {error}"
         ) from error

@@ -4,7 +4,8 @@ Small parts, each usable alone: :class:`Trainer` (AMP, gradient clipping, severa
 :class:`CheckpointManager` (atomic checkpoints, resume at any stage), :class:`RunReport`
 (JSON report), :func:`setup_logging` and :func:`progress_bar` (rank-0 output), the schedulers
 :class:`WarmupMultiStepLR` and :class:`WarmupCosineLR`, :func:`bias_parameter_groups`,
-:func:`seed_everything`, and :func:`build_arg_parser` (the options every example shares).
+:func:`seed_everything`, and :func:`build_arg_parser` (the options of a script that assembles its
+own training; the recipes have theirs in :mod:`reidkit.recipes.arguments`).
 :class:`TrainingRun` assembles them for a run of named stages. An example stays a thin script::
 
     import torch
@@ -64,6 +65,7 @@ restoring the models, optimisers, schedulers, AMP scaler, random generators and 
 from reidkit.engine.atomic import (
     atomic_copy,
     atomic_torch_save,
+    atomic_write_bytes,
     atomic_write_text,
     remove_stale_temporaries,
 )
@@ -80,14 +82,17 @@ from reidkit.engine.parameter_groups import bias_parameter_groups
 from reidkit.engine.progress import format_metrics, progress_bar, setup_logging
 from reidkit.engine.report import RunReport, environment_info, to_jsonable
 from reidkit.engine.run import TrainingRun, evaluation_metrics
+from reidkit.engine.run_folder import RunFolderError, check_run_folder, clear_run_folder
 from reidkit.engine.schedulers import WarmupCosineLR, WarmupMultiStepLR
 from reidkit.engine.seeding import capture_rng_state, restore_rng_state, seed_everything
 from reidkit.engine.trainer import Trainer, move_to_device
+from reidkit.engine.weights import load_weights, save_weights
 
 __all__ = [
     "CheckpointError",
     "CheckpointManager",
     "MetricTracker",
+    "RunFolderError",
     "RunReport",
     "Trainer",
     "TrainingRun",
@@ -96,19 +101,24 @@ __all__ = [
     "WarmupMultiStepLR",
     "atomic_copy",
     "atomic_torch_save",
+    "atomic_write_bytes",
     "atomic_write_text",
     "bias_parameter_groups",
     "build_arg_parser",
     "capture_rng_state",
+    "check_run_folder",
+    "clear_run_folder",
     "environment_info",
     "evaluation_metrics",
     "format_metrics",
+    "load_weights",
     "move_to_device",
     "progress_bar",
     "read_checkpoint",
     "remove_stale_temporaries",
     "resolve_resume_path",
     "restore_rng_state",
+    "save_weights",
     "seed_everything",
     "setup_logging",
     "stage_epochs",

@@ -75,7 +75,12 @@ def atomic_torch_save(obj: Any, path: str | Path) -> Path:
 
 def atomic_write_text(text: str, path: str | Path) -> Path:
     """Write ``text`` (UTF-8) to ``path`` atomically; returns the path."""
-    return _atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
+    return atomic_write_bytes(text.encode("utf-8"), path)
+
+
+def atomic_write_bytes(data: bytes, path: str | Path) -> Path:
+    """Write ``data`` to ``path`` atomically; returns the path."""
+    return _atomic_write(path, lambda handle: handle.write(data))
 
 
 def atomic_copy(source: str | Path, path: str | Path) -> Path:

@@ -1,46 +1,99 @@
-"""The command-line options every example shares.
+"""The command-line options of a training run, and per-stage values such as ``--epochs``.
 
-:func:`build_arg_parser` returns an :class:`argparse.ArgumentParser` with::
+:func:`add_run_arguments` adds the options of how a run runs (a group ``run``)::
 
-    --data-root PATH      dataset folder; omitted: the built-in synthetic data
-    --dataset NAME        dataset parser for --data-root (default: the preset's)
-    --preset NAME         hyper-parameter preset (default: the first of ``presets``)
-    --output-dir PATH     log, checkpoints and report (default runs/<script name>)
+    --output-dir PATH     the run folder
     --resume [PATH]       resume from a checkpoint file or folder; alone: <output-dir>/last.pt
-    --epochs STAGE=N ...  override a stage's number of epochs (or N for every stage)
+    --overwrite           replace the run that the folder holds (its files are deleted)
     --eval-every N        evaluate every N epochs (0: after each stage only)
     --device DEVICE       auto, cpu, cuda or cuda:N
     --seed N              base random seed
     --num-workers N       data-loading processes
     --amp                 mixed precision
 
-An example adds its own options to the returned parser and resolves the epoch overrides with
-:func:`stage_epochs`.
+:func:`build_arg_parser` adds to them the data and preset options of a script that builds its
+own model (``reidkit train`` and the examples build theirs with
+:mod:`reidkit.recipes.arguments`). Per-stage options take ``STAGE=VALUE`` or a value for every
+stage (:func:`stage_value`, :func:`stage_epochs`).
 """
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import TypeVar
+
+ValueT = TypeVar("ValueT")
 
 
-def _epoch_override(text: str) -> tuple[str | None, int]:
-    name, _, count = text.rpartition("=")
+def stage_value(
+    text: str, read: Callable[[str], ValueT] = int, what: str = "N"
+) -> tuple[str | None, ValueT]:
+    """``"prompts=3"`` as ``("prompts", 3)``, ``"3"`` as ``(None, 3)`` (every stage).
+
+    Raises:
+        argparse.ArgumentTypeError: the text is neither form (the message shows both).
+    """
+    name, _, value = text.rpartition("=")
+    if name and not name.isidentifier():
+        raise argparse.ArgumentTypeError(f"expected STAGE={what} or {what}, got {text!r}")
     try:
-        epochs = int(count)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(f"expected STAGE=N or N, got {text!r}") from error
-    if epochs < 0:
-        raise argparse.ArgumentTypeError(f"the number of epochs must be >= 0, got {text!r}")
-    return (name or None), epochs
+        return (name or None), read(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected STAGE={what} or {what}, got {text!r}") from None
 
 
 def _non_negative(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
     return value
+
+
+def add_run_arguments(
+    parser: argparse.ArgumentParser, default_output_dir: str | Path
+) -> argparse._ArgumentGroup:
+    """Add the ``run`` options (see the module docstring) to ``parser``; returns the group."""
+    run = parser.add_argument_group("run")
+    run.add_argument(
+        "--output-dir",
+        type=Path,
+        default=Path(default_output_dir),
+        metavar="PATH",
+        help=f"the run folder: log, report, configuration, checkpoints ({default_output_dir})",
+    )
+    resume = run.add_mutually_exclusive_group()
+    resume.add_argument(
+        "--resume",
+        nargs="?",
+        const="auto",
+        default=None,
+        metavar="PATH",
+        help="continue the run of --output-dir (alone), or from a checkpoint file or folder",
+    )
+    resume.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run that --output-dir holds (its files are deleted)",
+    )
+    run.add_argument(
+        "--eval-every",
+        type=_non_negative,
+        default=0,
+        metavar="N",
+        help="evaluate every N epochs (0: after each stage only)",
+    )
+    run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    run.add_argument("--seed", type=_non_negative, default=0, metavar="N", help="base random seed")
+    run.add_argument(
+        "--num-workers", type=_non_negative, default=2, metavar="N", help="data-loading processes"
+    )
+    run.add_argument("--amp", action="store_true", help="mixed precision (autocast)")
+    return run
 
 
 def build_arg_parser(
@@ -49,7 +102,8 @@ def build_arg_parser(
     presets: Sequence[str] = ("tiny", "paper"),
     default_output_dir: str | Path = "runs/example",
 ) -> argparse.ArgumentParser:
-    """The shared options of the examples (see the module docstring).
+    """A parser with the ``run`` options, ``--data-root``, ``--dataset``, ``--preset`` and
+    ``--epochs STAGE=N ...``, for a script that assembles its own training.
 
     Args:
         description: the script's help text.
@@ -71,41 +125,18 @@ def build_arg_parser(
     data.add_argument(
         "--dataset", default=None, help="dataset parser for --data-root (default: the preset's)"
     )
-    data.add_argument("--num-workers", type=_non_negative, default=2, help="data-loading processes")
-    run = parser.add_argument_group("run")
-    run.add_argument(
+    parser.add_argument(
         "--preset", choices=list(presets), default=presets[0], help="hyper-parameter preset"
     )
-    run.add_argument(
-        "--output-dir",
-        type=Path,
-        default=Path(default_output_dir),
-        help="log, checkpoints and report",
-    )
-    run.add_argument(
-        "--resume",
-        nargs="?",
-        const="auto",
-        default=None,
-        help="checkpoint file or folder; alone: <output-dir>/last.pt",
-    )
-    run.add_argument(
+    parser.add_argument(
         "--epochs",
-        type=_epoch_override,
+        type=stage_value,
         nargs="+",
         default=[],
         metavar="STAGE=N",
         help="override the epochs of a stage (N alone: every stage)",
     )
-    run.add_argument(
-        "--eval-every",
-        type=_non_negative,
-        default=0,
-        help="evaluate every N epochs (0: after each stage only)",
-    )
-    run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    run.add_argument("--seed", type=_non_negative, default=0, help="base random seed")
-    run.add_argument("--amp", action="store_true", help="mixed precision (autocast)")
+    add_run_arguments(parser, default_output_dir)
     return parser
 
 
@@ -119,10 +150,12 @@ def stage_epochs(
         overrides: the parsed ``--epochs`` values, ``(stage, n)`` or ``(None, n)`` for all.
 
     Raises:
-        ValueError: an override names a stage not in ``defaults``.
+        ValueError: an override names a stage not in ``defaults``, or a count below 0.
     """
     epochs = dict(defaults)
     for stage, count in overrides:
+        if count < 0:
+            raise ValueError(f"--epochs must be >= 0, got {count}")
         if stage is None:
             epochs = dict.fromkeys(epochs, count)
         elif stage not in epochs:

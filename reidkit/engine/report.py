@@ -13,6 +13,8 @@ Layout of ``report.json``::
         }, ...
       },
       "results": {...},                      # final numbers set by the script
+      "best": {"stage": ..., "epoch": ..., "metric": "mAP", "metrics": {...},
+               "checkpoint": "best.pt", "weights": "best_model.safetensors"} or null,
       "timing": {"started_at": ISO-8601, "updated_at": ..., "wall_time_s": ...},
       "resumes": [{"stage": ..., "epoch": ..., "at": ...}]
     }
@@ -114,6 +116,7 @@ class RunReport:
             "environment": environment_info(),
             "stages": {},
             "results": {},
+            "best": None,
             "timing": {"started_at": _now(), "updated_at": None, "wall_time_s": 0.0},
             "resumes": [],
         }
@@ -152,6 +155,31 @@ class RunReport:
         """Store a final result (e.g. a table row) under ``results[name]``."""
         self.data["results"][name] = to_jsonable(value)
 
+    @property
+    def best(self) -> dict[str, Any] | None:
+        """The best evaluation so far (see :meth:`set_best`), or ``None``."""
+        return self.data["best"]
+
+    def set_best(
+        self,
+        stage: str,
+        epoch: int,
+        metric: str,
+        metrics: Mapping[str, float],
+        checkpoint: str,
+        weights: str | None,
+    ) -> None:
+        """Record the evaluation after ``epoch`` of ``stage`` as the run's best by ``metric``,
+        kept in the files ``checkpoint`` and ``weights`` of the run folder."""
+        self.data["best"] = {
+            "stage": stage,
+            "epoch": epoch,
+            "metric": metric,
+            "metrics": to_jsonable(metrics),
+            "checkpoint": checkpoint,
+            "weights": weights,
+        }
+
     def note_resume(self, stage: str, epoch: int) -> None:
         """Record that the run resumed after ``epoch`` completed epochs of ``stage``."""
         self.data["resumes"].append({"stage": stage, "epoch": epoch, "at": _now()})
@@ -166,12 +194,13 @@ class RunReport:
         return self.path
 
     def state_dict(self) -> dict[str, Any]:
-        """History to carry into a resumed run (stages, results, timing, resumes)."""
+        """History to carry into a resumed run (stages, results, best, timing, resumes)."""
         timing = dict(self.data["timing"])
         timing["wall_time_s"] = self._previous_wall_time + time.perf_counter() - self._segment_start
         return {
             "stages": self.data["stages"],
             "results": self.data["results"],
+            "best": self.data["best"],
             "timing": timing,
             "resumes": self.data["resumes"],
         }
@@ -180,6 +209,7 @@ class RunReport:
         """Restore the history; this run's config and environment are kept."""
         self.data["stages"] = json.loads(json.dumps(state_dict["stages"]))
         self.data["results"] = dict(state_dict["results"])
+        self.data["best"] = json.loads(json.dumps(state_dict.get("best")))
         self.data["resumes"] = list(state_dict["resumes"])
         self.data["timing"]["started_at"] = state_dict["timing"]["started_at"]
         self._previous_wall_time = float(state_dict["timing"]["wall_time_s"])

@@ -1,35 +1,50 @@
 """One training run of one or more stages: epochs, evaluation, checkpoints, log and report.
 
-:class:`TrainingRun` ties together the output folder, the log (``train.log``), the checkpoints
-(``last.pt``, ``{stage}_final.pt``) and the JSON report (``report.json``). Its :meth:`fit`
-runs the epochs of one stage with a :class:`~reidkit.engine.Trainer`, evaluates every
-``eval_every`` epochs and after the last one, writes a checkpoint and the report after every
+:class:`TrainingRun` ties together the run folder (:mod:`reidkit.engine.run_folder`), the log
+(``train.log``), the checkpoints (``last.pt``, ``{stage}_final.pt``, ``best.pt``), the JSON
+report (``report.json``) and the inference model's weights (``model.safetensors``,
+``best_model.safetensors``). Its :meth:`fit` runs the epochs of one stage with a
+:class:`~reidkit.engine.Trainer`, evaluates every ``eval_every`` epochs and after the last one,
+keeps the checkpoint of the best evaluation, writes a checkpoint and the report after every
 epoch, and, when the run was resumed, starts where the checkpoint left off.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from torch import nn
+
 from reidkit import checks
-from reidkit.distributed import barrier, broadcast_object, is_main_process
+from reidkit.distributed import barrier, broadcast_object, is_main_process, raise_on_every_rank
+from reidkit.engine.atomic import atomic_copy, atomic_write_text
 from reidkit.engine.checkpoint import (
+    LAST_CHECKPOINT,
     CheckpointManager,
     Stateful,
     TrainingState,
     resolve_resume_path,
 )
 from reidkit.engine.progress import format_metrics, setup_logging
-from reidkit.engine.report import RunReport
+from reidkit.engine.report import RunReport, to_jsonable
+from reidkit.engine.run_folder import (
+    BEST_CHECKPOINT,
+    MODEL_SPEC,
+    REPORT_FILE,
+    check_run_folder,
+    clear_run_folder,
+)
 from reidkit.engine.trainer import StepFunction, Trainer
+from reidkit.engine.weights import BEST_WEIGHTS, MODEL_WEIGHTS, save_weights
 
 Evaluate = Callable[[], Any]
-REPORT_FILE = "report.json"
 RANKS = (1, 5, 10)
+BEST_METRIC = "mAP"
 
 
 def evaluation_metrics(result: Any) -> dict[str, float]:
@@ -67,14 +82,25 @@ def _set_loader_epoch(batches: Iterable[Any], epoch: int) -> None:
 class TrainingRun:
     """Output folder, log, checkpoints and report shared by the stages of a run.
 
+    A new run refuses a folder that holds another run's files (see
+    :func:`~reidkit.engine.run_folder.check_run_folder`) unless it resumes it or ``overwrite``
+    deletes them first.
+
+    Every evaluation whose ``best_metric`` beats the earlier ones is the run's best: its
+    checkpoint is copied to ``best.pt``, the inference model's weights (see
+    :meth:`set_inference_model`) to ``best_model.safetensors``, and the report's ``best``
+    records the stage, the epoch and the metrics.
+
     Args:
-        output_dir: folder of ``train.log``, ``report.json`` and the checkpoints.
+        output_dir: the run folder.
         stages: the stage names, in the order they run.
         config: the run's configuration, stored in the report.
         resume: ``None``, ``"auto"``, a folder or a checkpoint file (see
             :func:`~reidkit.engine.resolve_resume_path`).
         eval_every: evaluate every this many epochs (0: only after a stage's last epoch).
         checkpoint_every: write ``last.pt`` every this many epochs (and after the last one).
+        overwrite: delete another run's files in ``output_dir`` instead of refusing it.
+        best_metric: the evaluation metric whose largest value is the best.
 
     Attributes:
         logger: the ``reidkit`` logger.
@@ -91,12 +117,21 @@ class TrainingRun:
         resume: str | Path | None = None,
         eval_every: int = 0,
         checkpoint_every: int = 1,
+        overwrite: bool = False,
+        best_metric: str = BEST_METRIC,
     ) -> None:
         checks.check_integer("eval_every", eval_every, 0)
         checks.check_integer("checkpoint_every", checkpoint_every, 1)
         self.output_dir = Path(output_dir)
         self.eval_every = eval_every
         self.checkpoint_every = checkpoint_every
+        self.best_metric = best_metric
+        with raise_on_every_rank():
+            if is_main_process():
+                check_run_folder(self.output_dir, resume=resume, overwrite=overwrite)
+                if overwrite:
+                    clear_run_folder(self.output_dir)
+        self._inference_model: nn.Module | None = None
         self.logger: logging.Logger = setup_logging(self.output_dir)
         self.report = RunReport(self.output_dir / REPORT_FILE, config)
         self.checkpoints = CheckpointManager(self.output_dir, stages)
@@ -108,6 +143,25 @@ class TrainingRun:
             self.logger.info(
                 "resumed from %s: stage %s, %d epochs done", resume_path, state.stage, state.epoch
             )
+        elif resume is not None:
+            self.logger.info(
+                "no checkpoint in %s yet (%s): the run starts from its first epoch",
+                self.output_dir,
+                LAST_CHECKPOINT,
+            )
+
+    def set_inference_model(self, model: nn.Module, spec: Mapping[str, Any]) -> None:
+        """Keep the weights of ``model`` at the run's end and at its best evaluation.
+
+        ``spec`` (JSON-able) says what ``model`` is, so that it can be rebuilt without the
+        training code (see :func:`reidkit.load_model`); it is written to ``model.json`` now,
+        the weights to ``best_model.safetensors`` at every new best evaluation and to
+        ``model.safetensors`` by :meth:`finish`.
+        """
+        self._inference_model = model
+        if is_main_process():
+            text = json.dumps(to_jsonable(spec), indent=2) + "\n"
+            atomic_write_text(text, self.output_dir / MODEL_SPEC)
 
     def track(self, name: str, obj: Stateful) -> Stateful:
         """Checkpoint ``obj`` under ``name`` (restored now if the run was resumed)."""
@@ -188,19 +242,53 @@ class TrainingRun:
                 elapsed,
             )
             last = epoch == epochs
+            best = False
             if evaluate is not None and (
                 last or (self.eval_every and epoch % self.eval_every == 0)
             ):
-                self.evaluate(stage, epoch, evaluate)
-            if last or epoch % self.checkpoint_every == 0:
+                best = self._note_best(stage, epoch, self.evaluate(stage, epoch, evaluate))
+            if last or best or epoch % self.checkpoint_every == 0:
                 self.checkpoints.save(TrainingState(stage, epoch, last), trainer)
+            if best:
+                self._keep_best()
             self.report.save()
         return self.report.last_evaluation(stage)
 
+    def _note_best(self, stage: str, epoch: int, metrics: Mapping[str, float]) -> bool:
+        """Record ``metrics`` as the run's best if its ``best_metric`` beats the best so far."""
+        value = metrics.get(self.best_metric)
+        if value is None:
+            return False
+        best = self.report.best
+        if best is not None and value <= best["metrics"][self.best_metric]:
+            return False
+        weights = BEST_WEIGHTS if self._inference_model is not None else None
+        self.report.set_best(stage, epoch, self.best_metric, metrics, BEST_CHECKPOINT, weights)
+        self.logger.info(
+            "[%s] best %s so far (%.4f) after epoch %d: %s",
+            stage,
+            self.best_metric,
+            value,
+            epoch,
+            BEST_CHECKPOINT,
+        )
+        return True
+
+    def _keep_best(self) -> None:
+        """Copy the checkpoint just written to ``best.pt``, and the model's weights."""
+        if is_main_process():
+            atomic_copy(self.output_dir / LAST_CHECKPOINT, self.output_dir / BEST_CHECKPOINT)
+            if self._inference_model is not None:
+                save_weights(self._inference_model, self.output_dir / BEST_WEIGHTS)
+        barrier()
+
     def finish(self, results: Mapping[str, Any] | None = None) -> Path:
-        """Store final ``results`` in the report, write it, and return its path."""
+        """Store final ``results`` in the report, write it and the inference model's weights,
+        and return the report's path."""
         for name, value in (results or {}).items():
             self.report.set_result(name, value)
+        if self._inference_model is not None and is_main_process():
+            save_weights(self._inference_model, self.output_dir / MODEL_WEIGHTS)
         path = self.report.save()
         barrier()
         self.logger.info("report written to %s", path)

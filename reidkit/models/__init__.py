@@ -4,10 +4,26 @@
   visual prompts it is also MMPL's stage-2 (and deployed) model.
 * :class:`PCLCLIPModel`: CLIP's image encoder with PCL-CLIP's two BNNecks.
 * :class:`AAformerReID`: :class:`reidkit.AAformer` with its per-token heads and losses.
+
+A trained model is saved as a description and its weights and comes back, without the training
+code, as an :class:`InferenceModel` (:func:`load_model`, :mod:`reidkit.models.saved`).
 """
 
-from reidkit.models.aaformer import AAformerReID
+from reidkit.models.aaformer import AAformerReID, build_vit
 from reidkit.models.clip_reid import CLIPReIDModel, CLIPReIDOutput
 from reidkit.models.pcl_clip import PCLCLIPModel, PCLCLIPOutput
+from reidkit.models.saved import InferenceModel, ModelSpec, build_model, load_model, read_spec
 
-__all__ = ["AAformerReID", "CLIPReIDModel", "CLIPReIDOutput", "PCLCLIPModel", "PCLCLIPOutput"]
+__all__ = [
+    "AAformerReID",
+    "CLIPReIDModel",
+    "CLIPReIDOutput",
+    "InferenceModel",
+    "ModelSpec",
+    "PCLCLIPModel",
+    "PCLCLIPOutput",
+    "build_model",
+    "build_vit",
+    "load_model",
+    "read_spec",
+]

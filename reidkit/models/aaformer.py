@@ -11,8 +11,57 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from reidkit.clip import load_clip
+from reidkit.data import CLIP_MEAN, CLIP_STD
+from reidkit.downloads import is_local_file, timm_weights
 from reidkit.parts import AAformer, AAformerLoss
 from reidkit.parts.objective import AAformerLossOutput
+
+TINY_VIT = {"patch_size": 16, "embed_dim": 96, "depth": 4, "num_heads": 4}
+"""The ViT of ``build_vit("tiny", ...)``: 4 blocks of width 96 on 16x16 patches."""
+
+
+def build_vit(
+    name: str, pretrained: str | None, image_size: tuple[int, int]
+) -> tuple[nn.Module, tuple[float, ...], tuple[float, ...]]:
+    """The ViT that AAformer converts, and the pixel mean and std its weights expect.
+
+    Args:
+        name: ``"tiny"`` (a small random timm ViT, :data:`TINY_VIT`), ``"timm:<model name>"``
+            or ``"open_clip:<model name>"`` (a CLIP image tower).
+        pretrained: ``None`` (random weights), ``"default"`` (timm's default weights, or
+            OpenAI's for open_clip), a timm or open_clip weight tag, or the path of a local
+            checkpoint file.
+        image_size: input ``(H, W)``.
+
+    Raises:
+        ValueError: an unknown kind of ``name``.
+        FileNotFoundError: the weights are neither a file nor in the local cache, and their
+            host cannot be reached (see :mod:`reidkit.downloads`).
+    """
+    kind, _, model_name = name.partition(":")
+    if kind == "open_clip":
+        tag = "openai" if pretrained == "default" else pretrained
+        clip_model, _ = load_clip(model_name, tag, image_size=image_size)
+        return clip_model.visual, CLIP_MEAN, CLIP_STD
+    import timm
+    from timm.models.vision_transformer import VisionTransformer
+
+    if kind == "tiny" and not model_name:
+        vit = VisionTransformer(img_size=image_size, num_classes=0, **TINY_VIT)
+        return vit, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+    if kind != "timm" or not model_name:
+        raise ValueError(f"name must be tiny, timm:<name> or open_clip:<name>, got {name!r}")
+    untagged = pretrained in (None, "default") or is_local_file(pretrained)
+    vit = timm.create_model(
+        model_name if untagged else f"{model_name}.{pretrained}",
+        pretrained=pretrained is not None,
+        img_size=image_size,
+        num_classes=0,
+        **timm_weights(model_name, pretrained),
+    )
+    config = vit.pretrained_cfg
+    return vit, tuple(config.get("mean", CLIP_MEAN)), tuple(config.get("std", CLIP_STD))
 
 
 class AAformerReID(nn.Module):

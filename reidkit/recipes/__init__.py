@@ -10,9 +10,11 @@ folder (``train.log``, ``report.json``, checkpoints):
 * :mod:`reidkit.recipes.pcl_clip`: PCL-CLIP (:class:`~reidkit.recipes.pcl_clip.PCLCLIPConfig`).
 
 :mod:`reidkit.recipes.config` holds the shared sections and :class:`Runtime`;
-:mod:`reidkit.recipes.common` the builders they share; :data:`RECIPES` names them all;
-:func:`compare_reports` puts the results of several runs in one table
-(``python -m reidkit.recipes.compare RUN_DIR...``). Names are imported on first use, so
+:mod:`reidkit.recipes.serialization` reads and writes configurations (YAML files, dotted-key
+overrides); :mod:`reidkit.recipes.common` the builders they share; :data:`RECIPES` names them
+all; :mod:`reidkit.recipes.arguments` is the training command line; :func:`evaluate_run`
+evaluates a trained run on any data set; :func:`compare_reports` puts the results of several
+runs in one table (``reidkit compare RUN_DIR...``). Names are imported on first use, so
 ``import reidkit.recipes`` is cheap::
 
     from reidkit.recipes import Runtime, clip_reid
@@ -36,6 +38,13 @@ _PUBLIC_NAMES: dict[str, str] = {
     "get_recipe": "reidkit.recipes.registry",
     "compare_reports": "reidkit.recipes.compare",
     "ComparisonTable": "reidkit.recipes.compare",
+    "plot_comparison": "reidkit.recipes.compare",
+    "ConfigError": "reidkit.recipes.config",
+    "load_config": "reidkit.recipes.serialization",
+    "save_config": "reidkit.recipes.serialization",
+    "apply_overrides": "reidkit.recipes.serialization",
+    "Override": "reidkit.recipes.serialization",
+    "evaluate_run": "reidkit.recipes.evaluate",
 }
 _MODULES = (
     "clip_reid",
@@ -47,6 +56,9 @@ _MODULES = (
     "compare",
     "arguments",
     "registry",
+    "serialization",
+    "evaluate",
+    "presets",
 )
 
 __all__ = [*_PUBLIC_NAMES, *_MODULES]

@@ -25,13 +25,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from reidkit.clip import load_clip
-from reidkit.data import CLIP_MEAN, CLIP_STD
+from reidkit import checks
 from reidkit.distributed import data_parallel, is_main_process
 from reidkit.engine import WarmupCosineLR, move_to_device, seed_everything
-from reidkit.models import AAformerReID
+from reidkit.models import AAformerReID, ModelSpec, build_vit
 from reidkit.ot import SinkhornOptions
 from reidkit.parts import AAformer, AAformerLoss, assignment_mask, save_part_assignment_maps
 from reidkit.parts.assignment import ASSIGNMENT_OPTIONS
@@ -40,11 +39,22 @@ from reidkit.recipes.common import (
     ReIDData,
     begin,
     build_data,
+    check_run,
     fit_stage,
     rank_evaluation,
     start_run,
+    trained_on,
 )
-from reidkit.recipes.config import DataConfig, Runtime
+from reidkit.recipes.config import (
+    DataConfig,
+    Runtime,
+    Section,
+    check_image_size,
+    check_warmup,
+    non_negative_numbers,
+    positive_integers,
+    positive_numbers,
+)
 
 NAME = "aaformer"
 STAGE = "aaformer"
@@ -53,14 +63,15 @@ ASSIGNMENTS = ("sinkhorn", "nearest")
 
 
 @dataclasses.dataclass(frozen=True)
-class BackboneConfig:
+class BackboneConfig(Section):
     """The ViT that AAformer converts.
 
     Attributes:
         name: ``"tiny"`` (a small random timm ViT), ``"timm:<model name>"`` or
             ``"open_clip:<model name>"`` (a CLIP image tower).
         pretrained: ``None`` (random weights), ``"default"`` (timm's default weights, or
-            OpenAI's for open_clip) or a timm or open_clip weight tag.
+            OpenAI's for open_clip), a timm or open_clip weight tag, or a local checkpoint
+            file (see :func:`reidkit.models.build_vit`).
         image_size: input ``(H, W)``.
     """
 
@@ -68,19 +79,24 @@ class BackboneConfig:
     pretrained: str | None
     image_size: tuple[int, int]
 
+    def check(self) -> None:
+        kind, _, model = self.name.partition(":")
+        if not (self.name == "tiny" or (kind in ("timm", "open_clip") and model)):
+            self.fail("name", f"must be tiny, timm:<name> or open_clip:<name>, got {self.name!r}")
+        check_image_size(self, "image_size")
+
 
 @dataclasses.dataclass(frozen=True)
-class OptimizerConfig:
+class OptimizerConfig(Section):
     """A linear warm-up, then a cosine to 0.
 
     Attributes:
         name: ``"sgd"`` (with momentum) or ``"adamw"``.
         epochs: epochs of the run.
         lr: the learning rate after the warm-up.
-        warmup_epochs: epochs of linear warm-up from ``warmup_lr`` (shortened so that a short
-            run keeps an epoch of cosine).
-        warmup_lr: the learning rate of the first epoch.
-        momentum: SGD's momentum.
+        warmup_epochs: epochs of linear warm-up from ``warmup_lr`` (fewer than ``epochs``).
+        warmup_lr: the learning rate of the first epoch (at most ``lr``).
+        momentum: SGD's momentum, in ``[0, 1)``.
         weight_decay: weight decay.
     """
 
@@ -92,13 +108,18 @@ class OptimizerConfig:
     momentum: float
     weight_decay: float
 
-    def __post_init__(self) -> None:
-        if self.name not in OPTIMIZERS:
-            raise ValueError(f"OptimizerConfig.name must be one of {OPTIMIZERS}, got {self.name!r}")
+    def check(self) -> None:
+        self.require("name", checks.check_choice, OPTIMIZERS)
+        positive_integers(self, "epochs")
+        positive_numbers(self, "lr")
+        check_warmup(self, self.warmup_epochs, self.epochs)
+        self.require("warmup_lr", checks.check_number, above=0, at_most=self.lr)
+        self.require("momentum", checks.check_number, at_least=0, below=1)
+        non_negative_numbers(self, "weight_decay")
 
 
 @dataclasses.dataclass(frozen=True)
-class AAformerConfig:
+class AAformerConfig(Section):
     """The settings of an AAformer run.
 
     Attributes:
@@ -126,11 +147,14 @@ class AAformerConfig:
     triplet_margin: float
     part_maps: int
 
-    def __post_init__(self) -> None:
-        if self.assignment not in ASSIGNMENTS:
-            raise ValueError(
-                f"AAformerConfig.assignment must be one of {ASSIGNMENTS}, got {self.assignment!r}"
-            )
+    def check(self) -> None:
+        if any(size < 1 for size in self.part_groups):
+            self.fail("part_groups", f"must hold integers >= 1, got {self.part_groups}")
+        self.require("assignment", checks.check_choice, ASSIGNMENTS)
+        self.require("label_smoothing", checks.check_number, at_least=0, below=1)
+        positive_numbers(self, "triplet_margin", "epsilon")
+        self.require("sinkhorn_iterations", checks.check_integer, 1)
+        self.require("part_maps", checks.check_integer, 0)
 
     def assignment_options(self) -> SinkhornOptions:
         """The Sinkhorn settings of the assignment: AAformer's, with these fields."""
@@ -178,36 +202,6 @@ TINY = dataclasses.replace(
 PRESETS: dict[str, AAformerConfig] = {"paper": PAPER, "tiny": TINY}
 
 
-def build_backbone(
-    backbone: BackboneConfig,
-) -> tuple[nn.Module, tuple[float, ...], tuple[float, ...]]:
-    """The ViT of ``backbone`` and the pixel mean and std its weights expect."""
-    kind, _, name = backbone.name.partition(":")
-    pretrained, image_size = backbone.pretrained, backbone.image_size
-    if kind == "open_clip":
-        tag = "openai" if pretrained == "default" else pretrained
-        clip_model, _ = load_clip(name, tag, image_size=image_size)
-        return clip_model.visual, CLIP_MEAN, CLIP_STD
-    import timm
-    from timm.models.vision_transformer import VisionTransformer
-
-    if kind == "tiny":
-        vit = VisionTransformer(
-            img_size=image_size, patch_size=16, embed_dim=96, depth=4, num_heads=4, num_classes=0
-        )
-        return vit, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
-    if kind != "timm" or not name:
-        raise ValueError(
-            f"backbone.name must be tiny, timm:<name> or open_clip:<name>, got {backbone.name!r}"
-        )
-    tagged = name if pretrained in (None, "default") else f"{name}.{pretrained}"
-    vit = timm.create_model(
-        tagged, pretrained=pretrained is not None, img_size=image_size, num_classes=0
-    )
-    config = vit.pretrained_cfg
-    return vit, tuple(config.get("mean", CLIP_MEAN)), tuple(config.get("std", CLIP_STD))
-
-
 def build_optimizer(
     parameters: Any, config: OptimizerConfig
 ) -> tuple[torch.optim.Optimizer, WarmupCosineLR]:
@@ -218,11 +212,10 @@ def build_optimizer(
         )
     else:
         optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
-    # Short runs (e.g. one epoch) shorten the warm-up so that the cosine still has an epoch.
     scheduler = WarmupCosineLR(
         optimizer,
-        max(config.epochs, 1),
-        warmup_epochs=min(config.warmup_epochs, max(config.epochs - 1, 0)),
+        config.epochs,
+        warmup_epochs=config.warmup_epochs,
         warmup_start_factor=config.warmup_lr / config.lr,
     )
     return optimizer, scheduler
@@ -234,6 +227,7 @@ def train(config: AAformerConfig, runtime: Runtime) -> dict[str, Any]:
     The results also hold ``part_maps`` (the figure's path) and ``patches_per_part`` (the mean
     number of patches each [PART] receives in the third block) when the figure is drawn.
     """
+    check_run(NAME, config, runtime)
     context = begin(runtime)
     device = context.device
     batch_size, remainder = divmod(config.data.batch_size, context.world_size)
@@ -244,7 +238,8 @@ def train(config: AAformerConfig, runtime: Runtime) -> dict[str, Any]:
         )
 
     # Model: the converted ViT and one BNNeck and classifier per output token.
-    vit, mean, std = build_backbone(config.backbone)
+    backbone = config.backbone
+    vit, mean, std = build_vit(backbone.name, backbone.pretrained, backbone.image_size)
     aaformer = AAformer(
         vit,
         config.part_groups,
@@ -271,6 +266,7 @@ def train(config: AAformerConfig, runtime: Runtime) -> dict[str, Any]:
 
     run = start_run(NAME, config, runtime, [STAGE])
     run.track("model", model)
+    run.set_inference_model(model, model_spec(config, mean, std, data.dataset.num_train_pids))
     seed_everything(runtime.seed, rank=context.rank)  # per-rank sampling and augmentation
     network = data_parallel(model)
 
@@ -300,6 +296,32 @@ def train(config: AAformerConfig, runtime: Runtime) -> dict[str, Any]:
         )
     run.finish(results)
     return results
+
+
+def model_spec(
+    config: AAformerConfig,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    num_classes: int,
+) -> dict[str, Any]:
+    """The ``model.json`` mapping of the trained :class:`~reidkit.models.AAformerReID`:
+    features compared by Euclidean distance (sec. IV-A)."""
+    backbone = config.backbone
+    spec = ModelSpec(
+        architecture="aaformer",
+        arguments={
+            "backbone": {"name": backbone.name, "image_size": backbone.image_size},
+            "part_groups": config.part_groups,
+            "assignment": config.assignment,
+            "num_classes": num_classes,
+        },
+        image_size=backbone.image_size,
+        pixel_mean=mean,
+        pixel_std=std,
+        metric="euclidean",
+        trained_on=trained_on(NAME, config.data, num_classes),
+    )
+    return spec.to_json()
 
 
 def inspect_parts(
@@ -342,4 +364,5 @@ RECIPE = Recipe(
     train=train,
     epoch_fields=epoch_fields,
     weights_field="backbone.pretrained",
+    image_size_field="backbone.image_size",
 )

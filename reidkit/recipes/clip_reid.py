@@ -36,7 +36,9 @@ from reidkit.recipes.common import (
     build_clip,
     build_clip_data,
     cache_frozen_features,
+    check_run,
     class_text_features,
+    clip_model_spec,
     fit_stage,
     prompt_stage_optimizer,
     run_image_stage,
@@ -51,6 +53,7 @@ from reidkit.recipes.config import (
     PromptConfig,
     PromptStageConfig,
     Runtime,
+    Section,
 )
 
 NAME = "clip_reid"
@@ -58,7 +61,7 @@ STAGES = ("prompts", "image_encoder")
 
 
 @dataclasses.dataclass(frozen=True)
-class CLIPReIDConfig:
+class CLIPReIDConfig(Section):
     """The settings of a CLIP-ReID run.
 
     Attributes:
@@ -145,10 +148,11 @@ def train(config: CLIPReIDConfig, runtime: Runtime) -> dict[str, Any]:
 
     Resumes from ``runtime.resume`` at whichever stage and epoch the checkpoint was written.
     """
+    check_run(NAME, config, runtime)
     context = begin(runtime)
     device = context.device
+    clip_model = build_clip(config.clip, device)  # missing weights fail before the data load
     data = build_clip_data(config.clip, config.data, runtime=runtime, device=device)
-    clip_model = build_clip(config.clip, device)
     num_classes = data.dataset.num_train_pids
     prompts = PromptLearner(num_classes, clip_model, config.prompt.template, config.prompt.n_ctx)
     prompts.to(device)
@@ -158,6 +162,8 @@ def train(config: CLIPReIDConfig, runtime: Runtime) -> dict[str, Any]:
     run = start_run(NAME, config, runtime, STAGES)
     run.track("prompt_learner", prompts)
     run.track("model", model)
+    spec = clip_model_spec("clip_reid", NAME, config.clip, config.data, num_classes)
+    run.set_inference_model(model, spec)
     seed_everything(runtime.seed, rank=context.rank)  # per-rank sampling and augmentation
 
     # Stage 1: prompts against image features computed once by the frozen image encoder.
@@ -218,6 +224,14 @@ def train(config: CLIPReIDConfig, runtime: Runtime) -> dict[str, Any]:
     return results
 
 
+LOSS_WEIGHTS = {
+    "id": "loss.id_weight",
+    "triplet": "loss.triplet_weight",
+    "image_to_text": "loss.image_to_text_weight",
+}
+"""The weights of stage 2's loss terms (eq. 6), by the name ``--loss-weight`` gives them."""
+
+
 def epoch_fields(config: Any) -> dict[str, str]:
     """Where each stage's number of epochs lives in the configuration (CLIP-ReID's and
     MMPL's)."""
@@ -232,4 +246,5 @@ RECIPE = Recipe(
     train=train,
     epoch_fields=epoch_fields,
     weights_field="clip.pretrained",
+    loss_weights=LOSS_WEIGHTS,
 )

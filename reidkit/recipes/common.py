@@ -11,8 +11,10 @@ losses:
 * :func:`class_text_features`: every identity's text feature from learned prompts;
 * :func:`prompt_stage_optimizer` and :func:`image_stage_optimizer`: Adam with the schedules of
   the two stages of the prompt-learning pipelines;
-* :func:`begin`, :func:`start_run` and :func:`fit_stage`: the process group and the seed, the
-  run's output folder, checkpoints and report, and one stage of epochs;
+* :func:`check_run`, :func:`begin`, :func:`start_run` and :func:`fit_stage`: the run folder
+  checked before anything is built, the process group and the seed, the run's folder,
+  checkpoints, configuration file and report, and one stage of epochs;
+* :func:`clip_model_spec`: the description of a trained CLIP-based model (``model.json``);
 * :func:`run_image_stage`: stage 2 of CLIP-ReID and MMPL, the image encoder against fixed text
   features;
 * :class:`Recipe`: what the registry knows of a pipeline.
@@ -30,6 +32,9 @@ from torch.utils.data import DataLoader
 
 from reidkit.clip import load_clip
 from reidkit.data import (
+    CLIP_MEAN,
+    CLIP_STD,
+    SYNTHETIC_DATASETS,
     ReIDSplits,
     build_dataset,
     build_test_transforms,
@@ -37,7 +42,12 @@ from reidkit.data import (
     make_test_loader,
     make_train_loader,
 )
-from reidkit.distributed import DistributedContext, data_parallel, init_distributed
+from reidkit.distributed import (
+    DistributedContext,
+    data_parallel,
+    init_distributed,
+    is_main_process,
+)
 from reidkit.engine import (
     Trainer,
     TrainingRun,
@@ -48,6 +58,7 @@ from reidkit.engine import (
     seed_everything,
     stage_epochs,
 )
+from reidkit.engine.run_folder import CONFIG_FILE, RunFolderError, check_run_folder
 from reidkit.engine.trainer import StepFunction
 from reidkit.eval import RankResult, evaluate_model
 from reidkit.losses import CLIPReIDLoss
@@ -55,12 +66,19 @@ from reidkit.models import CLIPReIDModel
 from reidkit.prompts import encode_class_prompts
 from reidkit.recipes.config import (
     ClipConfig,
+    ConfigError,
     DataConfig,
     ImageStageConfig,
     PromptStageConfig,
     Runtime,
     get_field,
     replace_field,
+)
+from reidkit.recipes.serialization import (
+    config_differences,
+    config_from_file,
+    read_config_file,
+    save_config,
 )
 
 Transform = Callable[[Any], Tensor]
@@ -118,7 +136,7 @@ def build_data(
         batch_size: this process's ``P x K`` (default ``data.batch_size``).
         train_loader: build the train loader (``False`` when the batches are made elsewhere).
     """
-    dataset = build_dataset(data.dataset, data.root)
+    dataset = load_dataset(data)
     normalization = {"mean": pixel_mean, "std": pixel_std}
     train_transform = build_train_transforms(image_size, **normalization)
     test_transform = build_test_transforms(image_size, **normalization)
@@ -137,6 +155,30 @@ def build_data(
         dataset.query, dataset.gallery, test_transform, num_workers=runtime.num_workers
     )
     return ReIDData(dataset, loader, test_loader, train_transform, test_transform)
+
+
+def check_data_root(data: DataConfig) -> None:
+    """Raise unless ``data`` names a folder for a data set that is read from one.
+
+    Raises:
+        ConfigError: ``data.root`` is ``None`` for a data set other than the built-in ones
+            (the message names ``--data-root``).
+    """
+    if data.root is None and data.dataset not in SYNTHETIC_DATASETS:
+        raise ConfigError(
+            "data.root",
+            f"is needed: the data set {data.dataset!r} is read from its folder; give it with "
+            f"--data-root (or data.root), or train on the built-in data with --dataset "
+            f"{SYNTHETIC_DATASETS[0]}",
+        )
+
+
+def load_dataset(data: DataConfig) -> ReIDSplits:
+    """The splits of the data set of ``data`` (see :func:`check_data_root`)."""
+    check_data_root(data)
+    if data.filename_pattern is None:  # only the image_folder data set has one
+        return build_dataset(data.dataset, data.root)
+    return build_dataset(data.dataset, data.root, pattern=data.filename_pattern)
 
 
 def build_clip_data(
@@ -264,19 +306,93 @@ def begin(runtime: Runtime) -> DistributedContext:
     return context
 
 
+def check_run(recipe: str, config: Any, runtime: Runtime) -> None:
+    """Raise unless the run may start in ``runtime.output_dir`` as asked; changes nothing.
+
+    Called before anything is built: a new run needs a folder without another run's files
+    (or ``runtime.overwrite``); a resumed one needs a run there, of the same recipe and with
+    the same configuration as its ``config.yaml``.
+
+    Raises:
+        RunFolderError: the folder refuses the run; a changed configuration is named field by
+            field.
+    """
+    check_run_folder(runtime.output_dir, resume=runtime.resume, overwrite=runtime.overwrite)
+    saved_file = runtime.output_path / CONFIG_FILE
+    if runtime.resume is None or not saved_file.is_file():
+        return
+    saved = read_config_file(saved_file)
+    if saved.recipe != recipe:
+        raise RunFolderError(
+            f"--resume: {runtime.output_dir} holds a {saved.recipe} run, not a {recipe} run"
+        )
+    try:
+        previous = config_from_file(type(config), {}, saved)
+    except ConfigError as error:
+        raise RunFolderError(f"--resume: {saved_file} no longer reads: {error}") from None
+    differences = config_differences(previous, config)
+    if differences:
+        raise RunFolderError(
+            f"--resume: the configuration differs from the run's ({saved_file}) in "
+            f"{'; '.join(differences)}. Resume with the run's own configuration (give no "
+            f"configuration options, or --config {saved_file}), or start a new run"
+        )
+
+
 def start_run(recipe: str, config: Any, runtime: Runtime, stages: Sequence[str]) -> TrainingRun:
     """The :class:`~reidkit.engine.TrainingRun` of a recipe in ``runtime.output_dir``.
 
-    The report's ``config`` holds the recipe's name, the configuration (``experiment``) and
-    the runtime.
+    Call :func:`check_run` first, before anything is built. The run folder holds
+    ``config.yaml`` (the resolved configuration) from now on. The report's ``config`` holds the
+    recipe's name, the configuration (``experiment``) and the runtime.
     """
-    return TrainingRun(
+    run = TrainingRun(
         runtime.output_dir,
         stages=stages,
         config={"recipe": recipe, "experiment": config, "runtime": runtime},
         resume=runtime.resume,
         eval_every=runtime.eval_every,
+        overwrite=runtime.overwrite,
     )
+    config_file = runtime.output_path / CONFIG_FILE
+    if is_main_process() and not config_file.is_file():
+        save_config(config_file, recipe, config, header=f"the configuration of a {recipe} run")
+    return run
+
+
+def clip_model_spec(
+    architecture: str,
+    recipe: str,
+    clip: ClipConfig,
+    data: DataConfig,
+    num_classes: int,
+    *,
+    normalize: bool = False,
+    **arguments: Any,
+) -> dict[str, Any]:
+    """The ``model.json`` mapping of a model built on the CLIP of ``clip`` (see
+    :class:`reidkit.models.ModelSpec`); ``arguments`` are the architecture's others."""
+    from reidkit.models import ModelSpec
+
+    spec = ModelSpec(
+        architecture=architecture,
+        arguments={
+            "clip": {"name": clip.name, "image_size": clip.image_size, "stride": clip.stride},
+            "num_classes": num_classes,
+            **arguments,
+        },
+        image_size=clip.image_size,
+        pixel_mean=CLIP_MEAN if clip.pixel_mean is None else clip.pixel_mean,
+        pixel_std=CLIP_STD if clip.pixel_std is None else clip.pixel_std,
+        normalize=normalize,
+        trained_on=trained_on(recipe, data, num_classes),
+    )
+    return spec.to_json()
+
+
+def trained_on(recipe: str, data: DataConfig, num_classes: int) -> dict[str, Any]:
+    """Where a model's weights come from, for its ``model.json``."""
+    return {"recipe": recipe, "dataset": data.dataset, "identities": num_classes}
 
 
 def fit_stage(
@@ -358,8 +474,12 @@ class Recipe:
         presets: named configurations (at least ``"paper"`` and ``"tiny"``).
         train: ``train(config, runtime)``; returns the results stored in the report.
         epoch_fields: ``epoch_fields(config)`` maps each stage to the dotted path of its
-            number of epochs in the configuration.
+            number of epochs in the configuration; the section holding it holds the stage's
+            ``lr`` and ``warmup_epochs`` too (see :meth:`stage_field`).
         weights_field: dotted path of the backbone's pretrained weights.
+        image_size_field: dotted path of the input ``(H, W)``.
+        loss_weights: ``{name: dotted path}`` of the weights of the loss terms (the command
+            line's ``--loss-weight NAME=W``).
     """
 
     name: str
@@ -369,6 +489,22 @@ class Recipe:
     train: Callable[[Any, Runtime], dict[str, Any]]
     epoch_fields: Callable[[Any], dict[str, str]]
     weights_field: str
+    image_size_field: str = "clip.image_size"
+    loss_weights: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+    def stage_field(self, config: Any, stage: str, name: str) -> str:
+        """Dotted path of the field ``name`` (``"lr"``) of ``stage``'s section.
+
+        Raises:
+            ConfigError: an unknown stage, or a section without that field.
+        """
+        fields = self.epoch_fields(config)
+        if stage not in fields:
+            raise ConfigError(f"stage {stage!r}", f"is not a stage of {self.name}: {list(fields)}")
+        section = fields[stage].rpartition(".")[0]
+        path = f"{section}.{name}" if section else name
+        get_field(config, path)
+        return path
 
     def stage_epochs(self, config: Any) -> dict[str, int]:
         """The epochs of every stage of ``config``."""

@@ -1,11 +1,13 @@
-"""Compare runs: one table of rank metrics from their ``report.json`` files.
+"""Compare runs: one table of rank metrics from their ``report.json`` files, and a plot.
 
 :func:`compare_reports` reads the reports of several runs (a run folder or the report itself)
 and returns a :class:`ComparisonTable` with a row for every rank result in their ``results``
 (a mapping with ``mAP`` and ``R1``, as :meth:`reidkit.engine.TrainingRun.finish` stores
-them): ``str(table)`` is the printed table, values in percent. From a shell::
+them): ``str(table)`` is the printed table, values in percent; :meth:`ComparisonTable.format`
+also writes Markdown and CSV, and :func:`plot_comparison` draws the metrics side by side with
+each run's mAP over its evaluations. From a shell::
 
-    python -m reidkit.recipes.compare runs/mmpl_market/clip_reid runs/mmpl_market
+    reidkit compare runs/mmpl_market/clip_reid runs/mmpl_market --plot compare.png
 
     method         R1      R5     R10     mAP    mINP
     CLIP-ReID    10.5    28.4    47.4    11.5     5.4
@@ -14,16 +16,16 @@ them): ``str(table)`` is the printed table, values in percent. From a shell::
 
 from __future__ import annotations
 
-import argparse
+import csv
 import dataclasses
+import io
 import json
-import sys
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from reidkit.engine.run import REPORT_FILE
+from reidkit.engine.run_folder import REPORT_FILE
 
 METRICS = ("R1", "R5", "R10", "mAP", "mINP")
 """The columns, in order, where any row has them."""
@@ -47,12 +49,15 @@ class ComparisonRow:
         result: its key in the report's ``results``.
         report: the report it comes from.
         metrics: the rank metrics in ``[0, 1]`` (``mAP``, ``R1``, and what else it holds).
+        curve: ``(epoch, mAP)`` of every evaluation in the report, the epochs counted over
+            the stages in order.
     """
 
     method: str
     result: str
     report: Path
     metrics: dict[str, float]
+    curve: tuple[tuple[int, float], ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,15 +72,39 @@ class ComparisonTable:
         return tuple(name for name in METRICS if any(name in row.metrics for row in self.rows))
 
     def __str__(self) -> str:
-        width = max([len("method"), *(len(row.method) for row in self.rows)]) + 2
-        lines = ["method".ljust(width) + "".join(f"{name:>8}" for name in self.columns)]
-        for row in self.rows:
-            cells = [
-                f"{100 * row.metrics[name]:>8.1f}" if name in row.metrics else f"{'-':>8}"
+        return self.format("text")
+
+    def cells(self) -> list[list[str]]:
+        """Every row's values in percent with one decimal (``-`` where a row lacks one)."""
+        return [
+            [
+                f"{100 * row.metrics[name]:.1f}" if name in row.metrics else "-"
                 for name in self.columns
             ]
-            lines.append(row.method.ljust(width) + "".join(cells))
-        return "\n".join(lines)
+            for row in self.rows
+        ]
+
+    def format(self, style: str = "text") -> str:
+        """The table as aligned ``"text"``, a ``"markdown"`` table or ``"csv"``, in percent."""
+        if style not in TABLE_STYLES:
+            raise ValueError(f"style must be one of {TABLE_STYLES}, got {style!r}")
+        header = ["method", *self.columns]
+        rows = [[row.method, *cells] for row, cells in zip(self.rows, self.cells())]
+        if style == "csv":
+            buffer = io.StringIO()
+            csv.writer(buffer, lineterminator="\n").writerows([header, *rows])
+            return buffer.getvalue().rstrip("\n")
+        if style == "markdown":
+            lines = [header, ["---", *("---:" for _ in self.columns)], *rows]
+            return "\n".join("| " + " | ".join(line) + " |" for line in lines)
+        width = max(len(line[0]) for line in [header, *rows]) + 2
+        return "\n".join(
+            line[0].ljust(width) + "".join(f"{cell:>8}" for cell in line[1:])
+            for line in [header, *rows]
+        )
+
+
+TABLE_STYLES = ("text", "markdown", "csv")
 
 
 def read_report(path: str | Path) -> dict[str, Any]:
@@ -122,8 +151,13 @@ def compare_reports(paths: Sequence[str | Path]) -> ComparisonTable:
         file = Path(path) / REPORT_FILE if Path(path).is_dir() else Path(path)
         for key, value in report["results"].items():
             if _is_rank_result(value):
-                metrics = {name: float(metric) for name, metric in value.items()}
-                rows.append(ComparisonRow(METHOD_NAMES.get(key, key), key, file, metrics))
+                metrics = {
+                    name: float(metric)
+                    for name, metric in value.items()
+                    if isinstance(metric, (int, float))
+                }
+                method = METHOD_NAMES.get(key, key)
+                rows.append(ComparisonRow(method, key, file, metrics, _curve(report)))
     if not rows:
         raise ValueError(f"no report in {[str(p) for p in paths]} holds a rank result")
     counts = Counter(row.method for row in rows)
@@ -136,21 +170,49 @@ def compare_reports(paths: Sequence[str | Path]) -> ComparisonTable:
     return ComparisonTable(tuple(rows))
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m reidkit.recipes.compare RUN_DIR...``: print the table of the runs."""
-    parser = argparse.ArgumentParser(
-        prog="python -m reidkit.recipes.compare",
-        description="One table of the rank metrics (percent) of several runs.",
-    )
-    parser.add_argument("runs", nargs="+", type=Path, help="run folders or report.json files")
-    args = parser.parse_args(argv)
-    try:
-        table = compare_reports(args.runs)
-    except (FileNotFoundError, ValueError) as error:
-        parser.error(str(error))
-    print(table)
-    return 0
+def _curve(report: Mapping[str, Any]) -> tuple[tuple[int, float], ...]:
+    """``(epoch, mAP)`` of the report's evaluations, the epochs counted over its stages."""
+    points = []
+    offset = 0
+    for stage in report.get("stages", {}).values():
+        for evaluation in stage.get("evaluations", []):
+            if isinstance(evaluation.get("mAP"), (int, float)):
+                points.append((offset + int(evaluation["epoch"]), float(evaluation["mAP"])))
+        offset += len(stage.get("epochs", []))
+    return tuple(points)
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def plot_comparison(table: ComparisonTable, path: str | Path) -> Path:
+    """Draw ``table`` to the image ``path``: the metrics of each row as bars (percent) and,
+    beside them, each row's mAP after every evaluation of its run. Returns the path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    columns = table.columns
+    fig, (bars, curves) = plt.subplots(1, 2, figsize=(11, 4))
+    width = 0.8 / max(len(table.rows), 1)
+    positions = np.arange(len(columns))
+    for index, row in enumerate(table.rows):
+        values = [100 * row.metrics.get(name, np.nan) for name in columns]
+        bars.bar(positions + index * width, values, width, label=row.method)
+        if row.curve:
+            epochs, maps = zip(*row.curve)
+            curves.plot(epochs, [100 * value for value in maps], marker="o", label=row.method)
+    bars.set_xticks(positions + width * (len(table.rows) - 1) / 2, columns)
+    bars.set_ylabel("%")
+    bars.set_title("final results")
+    bars.legend(fontsize=8)
+    curves.set_xlabel("epoch (all stages)")
+    curves.set_ylabel("mAP (%)")
+    curves.set_title("mAP after each evaluation")
+    if any(row.curve for row in table.rows):
+        curves.legend(fontsize=8)
+    fig.tight_layout()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out

@@ -34,6 +34,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from reidkit import checks
 from reidkit.clip import CLIPTextEncoder
 from reidkit.data import make_feature_loader
 from reidkit.distributed import data_parallel
@@ -41,6 +42,7 @@ from reidkit.engine import seed_everything
 from reidkit.losses import TransformationLoss
 from reidkit.models import CLIPReIDModel
 from reidkit.ot import SinkhornOptions
+from reidkit.ot.options import STOP_RULES
 from reidkit.prompts import MultiGranularityPromptLearner
 from reidkit.recipes import clip_reid
 from reidkit.recipes.common import (
@@ -49,7 +51,9 @@ from reidkit.recipes.common import (
     build_clip,
     build_clip_data,
     cache_frozen_features,
+    check_run,
     class_text_features,
+    clip_model_spec,
     fit_stage,
     prompt_stage_optimizer,
     run_image_stage,
@@ -63,6 +67,10 @@ from reidkit.recipes.config import (
     PromptConfig,
     PromptStageConfig,
     Runtime,
+    Section,
+    non_negative_numbers,
+    positive_integers,
+    positive_numbers,
 )
 from reidkit.selection import (
     HierarchicalPatchPartition,
@@ -77,7 +85,7 @@ BASELINE_FOLDER = "clip_reid"
 
 
 @dataclasses.dataclass(frozen=True)
-class LevelsConfig:
+class LevelsConfig(Section):
     """The ``K`` granularity levels, one value per level in each tuple.
 
     Attributes:
@@ -90,17 +98,21 @@ class LevelsConfig:
     patch_counts: tuple[int, ...]
     selected: tuple[int, ...]
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         lengths = {len(self.n_ctx), len(self.patch_counts), len(self.selected)}
         if len(lengths) != 1 or not self.n_ctx:
-            raise ValueError(
-                "LevelsConfig.n_ctx, patch_counts and selected must hold one value per level, "
-                f"got {self.n_ctx}, {self.patch_counts} and {self.selected}"
+            self.fail(
+                "n_ctx",
+                "must hold one value per level, as patch_counts and selected do; got "
+                f"n_ctx={self.n_ctx}, patch_counts={self.patch_counts}, selected={self.selected}",
             )
+        for name in ("n_ctx", "patch_counts", "selected"):
+            if min(getattr(self, name)) < 1:
+                self.fail(name, f"must hold integers >= 1, got {getattr(self, name)}")
         if any(kept > count for kept, count in zip(self.selected, self.patch_counts)):
-            raise ValueError(
-                f"LevelsConfig.selected {self.selected} must not exceed patch_counts "
-                f"{self.patch_counts} at any level"
+            self.fail(
+                "selected",
+                f"{self.selected} must not exceed patch_counts {self.patch_counts} at any level",
             )
 
     @property
@@ -110,7 +122,7 @@ class LevelsConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class AgentConfig:
+class AgentConfig(Section):
     """The information selector agents (eq. 7-12); they learn with their own Adam.
 
     Attributes:
@@ -130,9 +142,15 @@ class AgentConfig:
     episodes: int
     budget_weight: float
 
+    def check(self) -> None:
+        self.require("epochs", checks.check_integer, 0)
+        positive_numbers(self, "lr")
+        positive_integers(self, "hidden", "episodes")
+        non_negative_numbers(self, "budget_weight")
+
 
 @dataclasses.dataclass(frozen=True)
-class AlignmentConfig:
+class AlignmentConfig(Section):
     """The patch-to-token alignment by optimal transport (eq. 13-19).
 
     Attributes:
@@ -151,6 +169,11 @@ class AlignmentConfig:
     tol: float
     stop_rule: str
 
+    def check(self) -> None:
+        positive_numbers(self, "temperature", "epsilon", "tol")
+        positive_integers(self, "max_iter")
+        self.require("stop_rule", checks.check_choice, STOP_RULES)
+
     def sinkhorn_options(self) -> SinkhornOptions:
         """The Sinkhorn settings of these fields (the others keep their defaults)."""
         return SinkhornOptions(
@@ -162,7 +185,7 @@ class AlignmentConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class VisualPromptConfig:
+class VisualPromptConfig(Section):
     """Collaborative prompt learning (sec. 3.3): visual prompts and the transformation loss.
 
     Attributes:
@@ -177,9 +200,13 @@ class VisualPromptConfig:
     transformation_weight: float
     transformation_margin: float
 
+    def check(self) -> None:
+        positive_integers(self, "conv_stride")
+        non_negative_numbers(self, "transformation_weight", "transformation_margin")
+
 
 @dataclasses.dataclass(frozen=True)
-class MMPLConfig:
+class MMPLConfig(Section):
     """The settings of an MMPL run.
 
     Attributes:
@@ -214,6 +241,10 @@ class MMPLConfig:
     loss: CLIPReIDLossConfig
     visual_prompts: VisualPromptConfig
     compare_baseline: bool
+
+    def check(self) -> None:
+        positive_integers(self, "text_chunk_size")
+        non_negative_numbers(self, "alpha", "beta")
 
 
 PAPER = MMPLConfig(
@@ -375,12 +406,13 @@ def train(config: MMPLConfig, runtime: Runtime) -> dict[str, Any]:
     With ``config.compare_baseline`` the CLIP-ReID run of :func:`baseline_config` is trained
     first into ``<output_dir>/clip_reid`` (resumed there when this run resumes).
     """
+    check_run(NAME, config, runtime)
     if config.compare_baseline:
         clip_reid.train(baseline_config(config), runtime.in_subfolder(BASELINE_FOLDER))
     context = begin(runtime)
     device = context.device
+    clip_model = build_clip(config.clip, device)  # missing weights fail before the data load
     data = build_clip_data(config.clip, config.data, runtime=runtime, device=device)
-    clip_model = build_clip(config.clip, device)
     num_classes = data.dataset.num_train_pids
     prompts = MultiGranularityPromptLearner(
         num_classes, clip_model, config.levels.n_ctx, config.prompt.template
@@ -414,6 +446,16 @@ def train(config: MMPLConfig, runtime: Runtime) -> dict[str, Any]:
     run.track("model", model)
     if transformation is not None:
         run.track("transformation", transformation)
+    spec = clip_model_spec(
+        "clip_reid",
+        NAME,
+        config.clip,
+        config.data,
+        num_classes,
+        num_visual_prompts=config.levels.count if visual.enabled else 0,
+        prompt_conv_stride=visual.conv_stride,
+    )
+    run.set_inference_model(model, spec)
     seed_everything(runtime.seed, rank=context.rank)
 
     # Stage 1: hierarchical prompt learning on features cached from the frozen image encoder.
@@ -495,4 +537,10 @@ RECIPE = Recipe(
     train=train,
     epoch_fields=clip_reid.epoch_fields,  # the same stage sections
     weights_field="clip.pretrained",
+    loss_weights={
+        **clip_reid.LOSS_WEIGHTS,
+        "contrastive": "alpha",
+        "alignment": "beta",
+        "transformation": "visual_prompts.transformation_weight",
+    },
 )

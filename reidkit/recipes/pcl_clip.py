@@ -30,11 +30,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from reidkit import checks
 from reidkit.data import make_train_loader
 from reidkit.distributed import broadcast_object, data_parallel, is_main_process
 from reidkit.engine import WarmupMultiStepLR, move_to_device, seed_everything
 from reidkit.losses import CrossEntropyLabelSmooth, PCLLoss
 from reidkit.memory import PrototypeMemory, cluster_pseudo_labels, freeze_patch_projection
+from reidkit.memory.prototype import UPDATE_RULES
 from reidkit.models import PCLCLIPModel
 from reidkit.recipes.common import (
     Recipe,
@@ -42,11 +44,24 @@ from reidkit.recipes.common import (
     begin,
     build_clip,
     build_clip_data,
+    check_run,
+    clip_model_spec,
     fit_stage,
     rank_evaluation,
     start_run,
 )
-from reidkit.recipes.config import TINY_CLIP, ClipConfig, DataConfig, Runtime
+from reidkit.recipes.config import (
+    TINY_CLIP,
+    ClipConfig,
+    DataConfig,
+    Runtime,
+    Section,
+    check_increasing,
+    check_warmup,
+    non_negative_numbers,
+    positive_integers,
+    positive_numbers,
+)
 from reidkit.retrieval import extract_features
 
 NAME = "pcl_clip"
@@ -57,7 +72,7 @@ ID_LABEL_SMOOTHING = 0.1
 
 
 @dataclasses.dataclass(frozen=True)
-class OptimizerConfig:
+class OptimizerConfig(Section):
     """The optimiser and its warm-up and steps of 0.1.
 
     Attributes:
@@ -76,13 +91,17 @@ class OptimizerConfig:
     milestones: tuple[int, ...]
     warmup_epochs: int
 
-    def __post_init__(self) -> None:
-        if self.name not in OPTIMIZERS:
-            raise ValueError(f"OptimizerConfig.name must be one of {OPTIMIZERS}, got {self.name!r}")
+    def check(self) -> None:
+        self.require("name", checks.check_choice, OPTIMIZERS)
+        positive_integers(self, "epochs")
+        positive_numbers(self, "lr")
+        non_negative_numbers(self, "weight_decay")
+        check_increasing(self, "milestones")
+        check_warmup(self, self.warmup_epochs, self.epochs)
 
 
 @dataclasses.dataclass(frozen=True)
-class MemoryConfig:
+class MemoryConfig(Section):
     """The centroid memory (:class:`reidkit.PrototypeMemory`) and the PCL loss.
 
     Attributes:
@@ -96,9 +115,14 @@ class MemoryConfig:
     temperature: float
     update_rule: str
 
+    def check(self) -> None:
+        self.require("momentum", checks.check_number, at_least=0, at_most=1)
+        positive_numbers(self, "temperature")
+        self.require("update_rule", checks.check_choice, UPDATE_RULES)
+
 
 @dataclasses.dataclass(frozen=True)
-class ClusteringConfig:
+class ClusteringConfig(Section):
     """DBSCAN on the k-reciprocal Jaccard distance (unsupervised mode only).
 
     Attributes:
@@ -113,9 +137,13 @@ class ClusteringConfig:
     k1: int = 30
     k2: int = 6
 
+    def check(self) -> None:
+        positive_numbers(self, "eps")
+        positive_integers(self, "min_samples", "k1", "k2")
+
 
 @dataclasses.dataclass(frozen=True)
-class PCLCLIPConfig:
+class PCLCLIPConfig(Section):
     """The settings of a PCL-CLIP run.
 
     Attributes:
@@ -136,9 +164,9 @@ class PCLCLIPConfig:
     id_weight: float
     clustering: ClusteringConfig
 
-    def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ValueError(f"PCLCLIPConfig.mode must be one of {MODES}, got {self.mode!r}")
+    def check(self) -> None:
+        self.require("mode", checks.check_choice, MODES)
+        non_negative_numbers(self, "id_weight")
 
 
 PAPER = PCLCLIPConfig(
@@ -210,14 +238,21 @@ PRESETS: dict[str, PCLCLIPConfig] = {
 }
 
 
-def preset(name: str, mode: str = "supervised") -> PCLCLIPConfig:
-    """The preset ``name`` (``"paper"`` or ``"tiny"``) of ``mode``."""
+def preset_name(name: str, mode: str = "supervised") -> str:
+    """The key in :data:`PRESETS` of the preset ``name`` (``"paper"`` or ``"tiny"``) of
+    ``mode``: ``"tiny"`` or ``"tiny-unsupervised"``."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    key = name if mode == "supervised" else f"{name}-unsupervised"
+    key = name.removesuffix("-unsupervised") if mode == "supervised" else name
+    key = key if mode == "supervised" or key.endswith("-unsupervised") else f"{key}-unsupervised"
     if key not in PRESETS:
         raise ValueError(f"name must be one of ('paper', 'tiny'), got {name!r}")
-    return PRESETS[key]
+    return key
+
+
+def preset(name: str, mode: str = "supervised") -> PCLCLIPConfig:
+    """The preset ``name`` (``"paper"`` or ``"tiny"``) of ``mode``."""
+    return PRESETS[preset_name(name, mode)]
 
 
 class EpochBatches:
@@ -315,12 +350,13 @@ def build_optimizer(
 def train(config: PCLCLIPConfig, runtime: Runtime) -> dict[str, Any]:
     """Train, evaluate, write the report; ``{"pcl_clip_<mode>": final metrics}``."""
     mode = config.mode
+    check_run(NAME, config, runtime)
     context = begin(runtime)
     device = context.device
+    clip_model = build_clip(config.clip, device, frozen=False)  # weights before the data load
     data = build_clip_data(  # EpochBatches builds each epoch's train loader
         config.clip, config.data, runtime=runtime, device=device, train_loader=False
     )
-    clip_model = build_clip(config.clip, device, frozen=False)
     # Unsupervised: no identities; the classifiers of the necks stay unused and frozen.
     num_classes = data.dataset.num_train_pids if mode == "supervised" else 1
     model = PCLCLIPModel(clip_model, num_classes).to(device)
@@ -331,6 +367,8 @@ def train(config: PCLCLIPConfig, runtime: Runtime) -> dict[str, Any]:
 
     run = start_run(NAME, config, runtime, [mode])
     run.track("model", model)
+    spec = clip_model_spec("pcl_clip", NAME, config.clip, config.data, num_classes, normalize=True)
+    run.set_inference_model(model, spec)
     seed_everything(runtime.seed, rank=context.rank)  # per-rank sampling and augmentation
 
     memory_config = config.memory
@@ -388,4 +426,5 @@ RECIPE = Recipe(
     train=train,
     epoch_fields=epoch_fields,
     weights_field="clip.pretrained",
+    loss_weights={"id": "id_weight"},
 )

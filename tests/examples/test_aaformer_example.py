@@ -23,7 +23,8 @@ def _run(output_dir: Path, *options: str) -> dict:
 
 @pytest.mark.slow
 def test_tiny_run_reports_metrics_and_part_maps_and_resumes(tmp_path: Path) -> None:
-    report = _run(tmp_path, "--epochs", "1", "--maps", "2")
+    options = ["--epochs", "1", "--maps", "2", "--set", "optimizer.warmup_epochs=0"]
+    report = _run(tmp_path, *options)
     stage = report["stages"]["aaformer"]
     assert [entry["epoch"] for entry in stage["epochs"]] == [1]
     assert all(math.isfinite(stage["epochs"][0][key]) for key in ("loss", "id", "triplet"))
@@ -38,7 +39,7 @@ def test_tiny_run_reports_metrics_and_part_maps_and_resumes(tmp_path: Path) -> N
 
     # Resuming a finished run restores it from last.pt, skips the completed stage and keeps
     # its history and final metrics.
-    resumed = _run(tmp_path, "--epochs", "1", "--maps", "0", "--resume")
+    resumed = _run(tmp_path, *options, "--resume")
     assert [entry["epoch"] for entry in resumed["stages"]["aaformer"]["epochs"]] == [1]
     assert resumed["resumes"][0]["stage"] == "aaformer" and resumed["resumes"][0]["epoch"] == 1
     assert resumed["results"]["aaformer"] == metrics

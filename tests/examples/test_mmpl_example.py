@@ -89,6 +89,8 @@ def test_ablation_without_agent_and_cpl_runs(tmp_path: Path) -> None:
             str(output),
             "--epochs",
             "2",
+            "--set",
+            "image_stage.warmup_epochs=1",
             "--no-agent",
             "--no-cpl",
             "--levels",

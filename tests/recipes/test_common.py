@@ -1,17 +1,14 @@
-"""The shared builders: the frozen-feature cache, the stages' optimisers, the command line."""
+"""The shared builders: the frozen-feature cache, the stages' optimisers, the registry."""
 
 from __future__ import annotations
 
 import itertools
-from pathlib import Path
 
 import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from reidkit.engine import build_arg_parser
 from reidkit.recipes import RECIPES, get_recipe
-from reidkit.recipes.arguments import config_from_args, runtime_from_args
 from reidkit.recipes.common import (
     cache_frozen_features,
     image_stage_optimizer,
@@ -76,32 +73,6 @@ def test_the_image_stage_gives_biases_their_factor_and_steps_at_the_milestones()
         optimizer.step(), scheduler.step()
     expected = [(1e-4, 2e-4), (1e-3, 2e-3), (1e-3, 2e-3), (1e-4, 2e-4), (1e-4, 2e-4)]
     assert rates == [pytest.approx(pair) for pair in expected]
-
-
-def test_command_line_options_map_onto_the_config_and_the_runtime(tmp_path: Path) -> None:
-    parser = build_arg_parser("demo")
-    parser.add_argument("--pretrained")
-    recipe = get_recipe("clip_reid")
-    tiny = recipe.presets["tiny"]
-
-    args = parser.parse_args(["--epochs", "prompts=3", "--seed", "4", "--num-workers", "0"])
-    config = config_from_args(recipe, tiny, args)
-    assert config.data == tiny.data and config.clip.pretrained is None
-    assert recipe.stage_epochs(config) == {"prompts": 3, "image_encoder": 12}
-    runtime = runtime_from_args(args)
-    assert (runtime.seed, runtime.num_workers, runtime.resume) == (4, 0, None)
-
-    # a data root with a preset on the built-in data reads Market-1501, unless told otherwise
-    args = parser.parse_args(["--data-root", str(tmp_path), "--pretrained", "none", "--resume"])
-    config = config_from_args(recipe, recipe.presets["paper"], args)
-    assert (config.data.dataset, config.data.root) == ("market1501", str(tmp_path))
-    assert config.clip.pretrained is None and runtime_from_args(args).resume == "auto"
-    config = config_from_args(recipe, tiny, args)
-    assert config.data.dataset == "market1501"
-    args = parser.parse_args(["--data-root", str(tmp_path), "--dataset", "msmt17"])
-    assert config_from_args(recipe, tiny, args).data.dataset == "msmt17"
-    args = parser.parse_args(["--pretrained", "/models/ViT-B-16.pt"])
-    assert config_from_args(recipe, tiny, args).clip.pretrained == "/models/ViT-B-16.pt"
 
 
 def test_the_registry_names_its_recipes() -> None:

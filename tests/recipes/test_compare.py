@@ -1,20 +1,23 @@
-"""compare_reports and ``python -m reidkit.recipes.compare``: one table from run reports."""
+"""compare_reports, its formats and plot, and ``reidkit compare``: one table from run reports."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from pathlib import Path
 
 import pytest
 
+from reidkit.cli import main
 from reidkit.recipes import compare_reports
-from reidkit.recipes.compare import main
+from reidkit.recipes.compare import plot_comparison
 
 
-def _write_report(folder: Path, results: dict) -> Path:
+def _write_report(folder: Path, results: dict, stages: dict | None = None) -> Path:
     folder.mkdir(parents=True)
     path = folder / "report.json"
-    path.write_text(json.dumps({"config": {}, "stages": {}, "results": results}))
+    path.write_text(json.dumps({"config": {}, "stages": stages or {}, "results": results}))
     return folder
 
 
@@ -65,11 +68,41 @@ def test_missing_and_malformed_reports_are_named(tmp_path: Path) -> None:
         compare_reports(str(empty))  # type: ignore[arg-type]
 
 
+def test_markdown_and_csv_hold_the_same_cells(tmp_path: Path) -> None:
+    runs = [
+        _write_report(tmp_path / "a", {"clip_reid": _metrics(0.105, 0.115)}),
+        _write_report(tmp_path / "b", {"aaformer": {"mAP": 0.2, "R1": 0.3}}),
+    ]
+    table = compare_reports(runs)
+    markdown = table.format("markdown").splitlines()
+    assert markdown[0] == "| method | R1 | R5 | R10 | mAP | mINP |"
+    assert markdown[1] == "| --- | ---: | ---: | ---: | ---: | ---: |"
+    assert markdown[3] == "| AAformer | 30.0 | - | - | 20.0 | - |"
+    rows = list(csv.reader(io.StringIO(table.format("csv"))))
+    assert rows[1] == ["CLIP-ReID", "10.5", "50.0", "75.0", "11.5", "5.8"]
+    with pytest.raises(ValueError, match="style must be one of"):
+        table.format("latex")
+
+
+def test_the_curve_counts_epochs_over_the_stages(tmp_path: Path) -> None:
+    stages = {
+        "prompts": {"epochs": [{"epoch": 1}, {"epoch": 2}], "evaluations": []},
+        "image_encoder": {
+            "epochs": [{"epoch": e} for e in (1, 2, 3)],
+            "evaluations": [{"epoch": 2, "mAP": 0.1}, {"epoch": 3, "mAP": 0.2}],
+        },
+    }
+    run = _write_report(tmp_path / "run", {"mmpl": _metrics(0.3, 0.2)}, stages)
+    (row,) = compare_reports([run]).rows
+    assert row.curve == ((4, 0.1), (5, 0.2))
+    path = plot_comparison(compare_reports([run]), tmp_path / "plots" / "compare.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_the_command_prints_the_table(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     run = _write_report(tmp_path / "run", {"clip_reid": _metrics(0.25, 0.5)})
-    assert main([str(run)]) == 0
+    assert main(["compare", str(run), "--plot", str(tmp_path / "c.png")]) == 0
     assert capsys.readouterr().out.splitlines()[1].split()[:2] == ["CLIP-ReID", "25.0"]
-    with pytest.raises(SystemExit) as exit_info:
-        main([str(tmp_path / "missing")])
-    assert exit_info.value.code == 2
+    assert (tmp_path / "c.png").is_file()
+    assert main(["compare", str(tmp_path / "missing")]) == 1
     assert "no report at" in capsys.readouterr().err
