@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import torch
 from torch import Tensor, nn
 
 from reidkit import checks
@@ -62,25 +63,33 @@ class UniPTPretrainingLoss(nn.Module):
         self,
         image_embeddings: Tensor,
         text_embeddings: Tensor,
-        mlm_logits: Tensor,
-        mlm_targets: Tensor,
+        mlm_logits: Tensor | None = None,
+        mlm_targets: Tensor | None = None,
     ) -> ObjectiveOutput:
         """The objective of a batch.
 
         Args:
             image_embeddings: ``(N, D)`` ``V`` of the images.
             text_embeddings: ``(N, D)`` ``T`` of their (unmasked) pseudo texts.
-            mlm_logits: ``(S, vocab)`` predictions at the masked positions of the texts.
+            mlm_logits: ``(S, vocab)`` predictions at the masked positions of the texts
+                (``None`` only with ``β = 0``).
             mlm_targets: ``(S,)`` the tokens that were there.
 
         Returns:
-            :class:`ObjectiveOutput` with terms ``contrastive`` and ``mlm``.
+            :class:`ObjectiveOutput` with terms ``contrastive``, ``mlm`` (with ``β > 0``) and
+            ``temperature`` (``τ``).
         """
         contrastive = self.contrastive(image_embeddings, text_embeddings)
-        mlm = self.mlm(mlm_logits, mlm_targets)
-        return ObjectiveOutput(
-            contrastive + self.mlm_weight * mlm, {"contrastive": contrastive, "mlm": mlm}
-        )
+        terms = {
+            "contrastive": contrastive,
+            "temperature": torch.tensor(self.contrastive.temperature.value()),
+        }
+        if self.mlm_weight == 0:
+            return ObjectiveOutput(contrastive, terms)
+        if mlm_logits is None or mlm_targets is None:
+            raise ValueError("mlm_logits and mlm_targets are needed when mlm_weight (β) > 0")
+        terms["mlm"] = self.mlm(mlm_logits, mlm_targets)
+        return ObjectiveOutput(contrastive + self.mlm_weight * terms["mlm"], terms)
 
 
 class UnifiedFeatures(NamedTuple):

@@ -9,7 +9,7 @@
   per attribute or over all prompts);
 * combine: :class:`PseudoTextComposer` (templates with optional blanks, synonyms, a seed);
 * :func:`generate_pseudo_texts`: all three for a folder of images, to a JSON file
-  (``python -m reidkit.pseudotext``).
+  (``python -m reidkit.pseudotext``); :func:`read_pseudo_texts` reads it back.
 """
 
 from reidkit.pseudotext.combine import SYNTHETIC_TEMPLATES, CaptionTemplate, PseudoTextComposer
@@ -19,7 +19,7 @@ from reidkit.pseudotext.conquer import (
     score_prompts,
     select_phrases,
 )
-from reidkit.pseudotext.generate import find_images, generate_pseudo_texts
+from reidkit.pseudotext.generate import find_images, generate_pseudo_texts, read_pseudo_texts
 from reidkit.pseudotext.vocabulary import (
     UNIPT_ATTRIBUTES,
     UNIPT_OPTIONAL_ATTRIBUTES,
@@ -45,6 +45,7 @@ __all__ = [
     "find_images",
     "generate_pseudo_texts",
     "prompt_probabilities",
+    "read_pseudo_texts",
     "score_prompts",
     "select_phrases",
     "synthetic_vocabulary",

@@ -10,7 +10,8 @@ JSON list, one entry per image::
       "captions": ["A man in a blue shirt ..."],
       "attributes": {"gender": "man", "bag": null, ...}}, ...]
 
-``python -m reidkit.pseudotext`` is its command line.
+``python -m reidkit.pseudotext`` is its command line; :func:`read_pseudo_texts` reads such a file
+back as pre-training data (captioned images and attribute labels).
 """
 
 from __future__ import annotations
@@ -20,11 +21,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from reidkit.data import ReIDImageDataset, build_test_transforms
+from reidkit.data import CaptionedImage, ReIDImageDataset, build_test_transforms
 from reidkit.engine import atomic_write_text
 from reidkit.pseudotext.combine import PseudoTextComposer
 from reidkit.pseudotext.conquer import score_prompts, select_phrases
@@ -114,3 +116,49 @@ def generate_pseudo_texts(
         )
     atomic_write_text(json.dumps(entries, indent=1), output)
     return entries
+
+
+def read_pseudo_texts(
+    path: str | Path, image_folder: str | Path
+) -> tuple[list[CaptionedImage], np.ndarray, list[str]]:
+    """The images, captions and attribute labels of a file written by
+    :func:`generate_pseudo_texts`.
+
+    Args:
+        path: the JSON file.
+        image_folder: the folder its ``file_path`` entries are relative to.
+
+    Returns:
+        ``(records, labels, names)``: one :class:`~reidkit.data.CaptionedImage` per entry (its
+        index as ``pid``, camera ``-1``: pseudo texts name no identity); ``(N, M)`` uint8
+        labels, 1 where the image's attribute took the phrase of the column; the ``M``
+        columns ``"attribute=phrase"``, every selected (attribute, phrase) pair, sorted.
+
+    Raises:
+        FileNotFoundError: the file or an image is missing.
+        ValueError: an entry without ``file_path``, captions or attributes.
+    """
+    path, folder = Path(path), Path(image_folder)
+    if not path.is_file():
+        raise FileNotFoundError(f"pseudo-text file {path} does not exist")
+    entries = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(entries, list) or not entries:
+        raise ValueError(f"{path} must hold a non-empty JSON list of entries")
+    records, selections = [], []
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, dict) or not {"file_path", "captions", "attributes"} <= set(entry):
+            raise ValueError(
+                f"{path} entry {index} must have 'file_path', 'captions' and 'attributes'"
+            )
+        image = folder / entry["file_path"]
+        if not image.is_file():
+            raise FileNotFoundError(f"{path} entry {index}: image {image} does not exist")
+        if not entry["captions"]:
+            raise ValueError(f"{path} entry {index} has no caption")
+        records.append(CaptionedImage(str(image), index, -1, tuple(entry["captions"])))
+        selections.append(
+            {f"{name}={phrase}" for name, phrase in entry["attributes"].items() if phrase}
+        )
+    names = sorted(set().union(*selections))
+    labels = np.array([[name in chosen for name in names] for chosen in selections], np.uint8)
+    return records, labels.reshape(len(records), len(names)), names

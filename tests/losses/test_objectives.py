@@ -40,8 +40,14 @@ def test_pretraining_is_contrastive_plus_beta_mlm(mlm_weight: float) -> None:
     contrastive = reference_contrastive(images, texts, 1.0).mean().item()
     mlm = sum(_cross_entropy(logits[s], int(targets[s])) for s in range(6)) / 6
     assert output.terms["contrastive"].item() == pytest.approx(contrastive, rel=1e-12)
-    assert output.terms["mlm"].item() == pytest.approx(mlm, rel=1e-12)
     assert output.loss.item() == pytest.approx(contrastive + mlm_weight * mlm, rel=1e-12)
+    if mlm_weight:
+        assert output.terms["mlm"].item() == pytest.approx(mlm, rel=1e-12)
+        with pytest.raises(ValueError, match="mlm_logits and mlm_targets are needed"):
+            UniPTPretrainingLoss(mlm_weight)(images, texts)
+    else:  # β = 0: no MLM input needed
+        assert "mlm" not in output.terms
+        torch.testing.assert_close(UniPTPretrainingLoss(0.0)(images, texts).loss, output.loss)
 
 
 def test_finetuning_is_identity_plus_ranking_and_gamma_needs_unified_features() -> None:

@@ -15,6 +15,7 @@ from reidkit.pseudotext import (
     SYNTHETIC_TEMPLATES,
     find_images,
     generate_pseudo_texts,
+    read_pseudo_texts,
     synthetic_vocabulary,
 )
 from reidkit.pseudotext.__main__ import main
@@ -121,3 +122,30 @@ def test_a_folder_without_images_is_an_error(tmp_path: Path) -> None:
         find_images(tmp_path / "missing")
     with pytest.raises(ValueError, match="holds no"):
         find_images(tmp_path)
+
+
+def test_a_written_file_reads_back_as_pretraining_data(tmp_path: Path) -> None:
+    _write_images(tmp_path / "images")
+    model = ScriptedCLIP()
+    entries = generate_pseudo_texts(
+        tmp_path / "images",
+        tmp_path / "out.json",
+        model,
+        model.tokenize,
+        VOCABULARY,
+        SYNTHETIC_TEMPLATES,
+    )
+    records, labels, names = read_pseudo_texts(tmp_path / "out.json", tmp_path / "images")
+    assert [r.path for r in records] == [str(tmp_path / "images" / e["file_path"]) for e in entries]
+    assert [r.captions for r in records] == [tuple(e["captions"]) for e in entries]
+    assert [r.pid for r in records] == [0, 1] and {r.camid for r in records} == {-1}
+    selected = [{f"{k}={v}" for k, v in e["attributes"].items() if v} for e in entries]
+    assert names == sorted(selected[0] | selected[1])
+    for row, chosen in zip(labels, selected, strict=True):
+        assert {name for name, on in zip(names, row, strict=True) if on} == chosen
+    (tmp_path / "images" / "a.png").unlink()
+    with pytest.raises(FileNotFoundError, match=r"entry 0: image .*a\.png does not exist"):
+        read_pseudo_texts(tmp_path / "out.json", tmp_path / "images")
+    (tmp_path / "bad.json").write_text('[{"file_path": "x.jpg"}]')
+    with pytest.raises(ValueError, match="entry 0 must have 'file_path', 'captions'"):
+        read_pseudo_texts(tmp_path / "bad.json", tmp_path / "images")

@@ -105,7 +105,7 @@ def test_command_line_options_map_onto_the_config_and_the_runtime(tmp_path: Path
 
 
 def test_the_registry_names_its_recipes() -> None:
-    assert sorted(RECIPES) == ["aaformer", "clip_reid", "mmpl", "pcl_clip"]
+    assert sorted(RECIPES) == ["aaformer", "clip_reid", "mmpl", "pcl_clip", "unipt", "valpat"]
     assert get_recipe("mmpl").name == "mmpl"
     with pytest.raises(ValueError, match=r"name must be one of \['aaformer'"):
         get_recipe("fastreid")
