@@ -4,6 +4,13 @@
 some token embeddings by learned vectors, so :class:`CLIPTextEncoder` starts one step later:
 from the embeddings ``(B, L, width)``, with the token ids kept only to locate the
 end-of-text token whose output is the sentence feature ``T = T(P_t)`` (MMPL eq. 1).
+
+CLIP's text transformer is causal: a token sees only the tokens before it. Masked language
+modelling (UniPT eq. 2) predicts a masked word from both sides, so the encoder also runs
+bidirectionally (``causal=False``): every token attends to every token up to the end of text,
+and never to the padding after it. Both modes return the hidden states before the projection
+(``TextFeatures.hidden``), the input of heads of their own (UniPT's token projection, an MLM
+head).
 """
 
 from __future__ import annotations
@@ -27,10 +34,13 @@ class TextFeatures(NamedTuple):
         sentence: ``(B, embed_dim)`` projected feature of the pooled (end-of-text) token.
         tokens: ``(B, L, embed_dim)`` every token's output after the final layer norm and the
             projection; ``tokens[:, positions]`` are the outputs of learnable prompt tokens.
+        hidden: ``(B, L, width)`` every token's output after the final layer norm, before the
+            projection.
     """
 
     sentence: Tensor
     tokens: Tensor
+    hidden: Tensor
 
 
 def text_tower(clip_model: nn.Module) -> nn.Module:
@@ -69,12 +79,21 @@ class CLIPTextEncoder(nn.Module):
     ``clip_model.encode_text`` does after its token lookup. The encoder shares (does not copy)
     the model's parameters.
 
+    With ``causal=False`` the transformer runs without the causal mask: every token attends to
+    every position up to the end-of-text token of its sentence (:meth:`valid_token_mask`), so
+    that a masked word is predicted from both sides (BERT, UniPT eq. 2), and no output depends
+    on the padding. The positions after the end of text are found from the pooled position,
+    not from a padding id (CLIP pads with id 0, which is also the token ``"!"``), so this mode
+    needs ``"argmax"`` or ``"eos"`` pooling.
+
     Args:
         clip_model: an open_clip ``CLIP`` or ``CustomTextCLIP`` with a transformer text tower;
             any width, projection as a ``Parameter`` or an ``nn.Linear``.
         checkpoint_activations: recompute each block in the backward pass to save memory.
         chunk_size: encode batches larger than this in chunks of ``chunk_size`` prompts (e.g. all
             identities' prompts at once); ``None`` encodes the batch in one pass.
+        causal: keep CLIP's causal mask (default); ``False``: bidirectional attention over
+            the tokens up to the end of text.
     """
 
     def __init__(
@@ -82,21 +101,31 @@ class CLIPTextEncoder(nn.Module):
         clip_model: nn.Module,
         checkpoint_activations: bool = False,
         chunk_size: int | None = None,
+        causal: bool = True,
     ) -> None:
         super().__init__()
         checks.check_integer("chunk_size", chunk_size, 1, optional=True)
+        if not isinstance(causal, bool):
+            raise ValueError(f"causal must be a bool, got {causal!r}")
         tower = text_tower(clip_model)
         self.transformer = tower.transformer
         self.positional_embedding = tower.positional_embedding
         self.ln_final = tower.ln_final
         self.text_projection = tower.text_projection
-        self.register_buffer("attn_mask", tower.attn_mask, persistent=False)
+        self.register_buffer("attn_mask", tower.attn_mask if causal else None, persistent=False)
         self.pool_type = getattr(tower, "text_pool_type", getattr(tower, "pool_type", "argmax"))
         self.eos_id = getattr(tower, "text_eos_id", getattr(tower, "eos_id", None))
         if self.pool_type not in POOL_TYPES:
             raise ValueError(
                 f"clip_model: text pooling must be one of {POOL_TYPES}, got {self.pool_type!r}"
             )
+        if not causal and self.pool_type not in ("argmax", "eos"):
+            raise ValueError(
+                "causal=False needs a text tower pooled at the end-of-text token ('argmax' or "
+                f"'eos') to tell the padding, got pooling {self.pool_type!r}"
+            )
+        self.causal = causal
+        self.num_heads = tower.transformer.resblocks[0].attn.num_heads
         self.width = self.positional_embedding.shape[1]
         self.context_length = self.positional_embedding.shape[0]
         self.checkpoint_activations = checkpoint_activations
@@ -137,24 +166,23 @@ class CLIPTextEncoder(nn.Module):
                 embeddings.split(self.chunk_size), token_ids.split(self.chunk_size)
             )
         ]
-        return TextFeatures(
-            torch.cat([chunk.sentence for chunk in chunks]),
-            torch.cat([chunk.tokens for chunk in chunks]),
-        )
+        return TextFeatures(*(torch.cat(parts) for parts in zip(*chunks)))
 
     def encode_trimmed(self, embeddings: Tensor, token_ids: Tensor) -> TextFeatures:
         """:meth:`forward` on the prompts cut after the last pooled position.
 
         With CLIP's causal text transformer no output up to the pooled (end-of-text) token
-        depends on the padding after it, so the batch is cut after the last pooled position
-        before encoding (77 -> about 15 tokens for CLIP's template): the same sentence
-        features, and the same token features up to that position, at a fraction of the cost.
-        Without a causal mask or with ``"first"``/``"last"`` pooling nothing is cut.
+        depends on the padding after it, and in the bidirectional mode the padding is masked,
+        so the batch is cut after the last pooled position before encoding (77 -> about 15
+        tokens for CLIP's template): the same sentence features, and the same token features up
+        to that position, at a fraction of the cost. A causal tower with ``"first"``/``"last"``
+        pooling, or a tower without a causal mask in causal mode, is not cut.
 
         Returns:
-            :class:`TextFeatures` with ``tokens`` ``(B, L', embed_dim)``, ``L' <= L``.
+            :class:`TextFeatures` with ``tokens`` and ``hidden`` of length ``L' <= L``.
         """
-        if self.attn_mask is not None and self.pool_type in ("argmax", "eos"):
+        cut = not self.causal or self.attn_mask is not None
+        if cut and self.pool_type in ("argmax", "eos"):
             length = int(self.pooled_positions(token_ids).max()) + 1
             embeddings, token_ids = embeddings[:, :length], token_ids[:, :length]
         return self(embeddings, token_ids)
@@ -163,14 +191,54 @@ class CLIPTextEncoder(nn.Module):
         length = embeddings.shape[1]
         cast_dtype = self.transformer.get_cast_dtype()
         x = embeddings.to(cast_dtype) + self.positional_embedding[:length].to(cast_dtype)
-        mask = None if self.attn_mask is None else self.attn_mask[:length, :length]
+        if self.causal:
+            mask = None if self.attn_mask is None else self.attn_mask[:length, :length]
+        else:
+            mask = self._padding_mask(token_ids, x.dtype)
         x, _ = run_transformer(
             self.transformer, x, mask, checkpoint_activations=self.checkpoint_activations
         )
         x = self.ln_final(x)
         rows = torch.arange(x.shape[0], device=x.device)
         pooled = x[rows, self.pooled_positions(token_ids)]
-        return TextFeatures(self._project(pooled), self._project(x))
+        return TextFeatures(self._project(pooled), self._project(x), x)
+
+    def _padding_mask(self, token_ids: Tensor, dtype: torch.dtype) -> Tensor:
+        """``(B * heads, L, L)`` additive mask: ``-inf`` on the keys after each end of text."""
+        padding = ~self.valid_token_mask(token_ids)
+        mask = torch.zeros(padding.shape, dtype=dtype, device=token_ids.device)
+        mask = mask.masked_fill(padding, float("-inf"))
+        length = token_ids.shape[1]
+        return mask[:, None, None, :].expand(-1, self.num_heads, length, -1).flatten(0, 1)
+
+    def valid_token_mask(self, token_ids: Tensor) -> Tensor:
+        """``(B, L)`` bool: the positions up to and including the pooled (end-of-text) one.
+
+        The start token, the words and the end-of-text token; the padding after it is
+        ``False``. With ``"first"``/``"last"`` pooling every position is valid.
+
+        Args:
+            token_ids: ``(B, L)`` token ids.
+        """
+        positions = torch.arange(token_ids.shape[1], device=token_ids.device)
+        if self.pool_type in ("first", "last"):
+            return torch.ones_like(token_ids, dtype=torch.bool)
+        return positions <= self.pooled_positions(token_ids)[:, None]
+
+    def content_token_mask(self, token_ids: Tensor) -> Tensor:
+        """``(B, L)`` bool: the word positions, strictly between the start token (position 0)
+        and the end-of-text token; the positions a masked language model may mask.
+
+        Args:
+            token_ids: ``(B, L)`` token ids of a tower pooled at the end of text.
+        """
+        if self.pool_type not in ("argmax", "eos"):
+            raise ValueError(
+                "content_token_mask needs a text tower pooled at the end-of-text token, got "
+                f"pooling {self.pool_type!r}"
+            )
+        positions = torch.arange(token_ids.shape[1], device=token_ids.device)
+        return (positions > 0) & (positions < self.pooled_positions(token_ids)[:, None])
 
     def pooled_positions(self, token_ids: Tensor) -> Tensor:
         """``(B,)`` index of the token each sentence feature is pooled from.

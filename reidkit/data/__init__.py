@@ -40,6 +40,11 @@ from reidkit.data.sampler import RandomIdentitySampler
 from reidkit.data.splits import ReIDRecord, ReIDSplits, relabel_identities
 from reidkit.data.synthetic import SyntheticReID, default_cache_dir, synthetic_identity
 from reidkit.data.synthetic_captions import SyntheticCaptionedReID
+from reidkit.data.text_loaders import (
+    ImageTextDataset,
+    count_truncated,
+    make_image_text_loader,
+)
 from reidkit.data.text_splits import (
     CaptionedImage,
     ImageCaption,
@@ -51,6 +56,7 @@ from reidkit.data.text_splits import (
 from reidkit.data.transforms import (
     CLIP_MEAN,
     CLIP_STD,
+    build_contrastive_transforms,
     build_test_transforms,
     build_train_transforms,
 )
@@ -74,6 +80,7 @@ __all__ = [
     "DukeMTMCreID",
     "ImageCaption",
     "ImageFolderReID",
+    "ImageTextDataset",
     "Market1501",
     "OccludedDuke",
     "RSTPReid",
@@ -87,6 +94,7 @@ __all__ = [
     "TextReIDSplits",
     "TextToImageProtocol",
     "attribute_labels",
+    "build_contrastive_transforms",
     "build_dataset",
     "build_test_transforms",
     "build_text_dataset",
@@ -94,8 +102,10 @@ __all__ = [
     "caption_pairs",
     "compose_captions",
     "corrupt_attributes",
+    "count_truncated",
     "default_cache_dir",
     "make_feature_loader",
+    "make_image_text_loader",
     "make_test_loader",
     "make_train_loader",
     "parse_caption_annotations",

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 
+from PIL import Image, ImageFilter
 from torchvision import transforms as T
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -91,6 +93,68 @@ def build_test_transforms(
     return T.Compose(
         [
             T.Resize((height, width), interpolation=T.InterpolationMode.BICUBIC),
+            T.ToTensor(),
+            _normalize(mean, std),
+        ]
+    )
+
+
+class RandomGaussianBlur:
+    """PIL's Gaussian blur with a radius drawn uniformly from ``sigma`` (Python's generator,
+    which the training loaders seed per item), as MoCo v2 blurs."""
+
+    def __init__(self, sigma: tuple[float, float] = (0.1, 2.0)) -> None:
+        if not 0 < sigma[0] <= sigma[1]:
+            raise ValueError(f"sigma={sigma!r}; expected (low, high) with 0 < low <= high")
+        self.sigma = sigma
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        return image.filter(ImageFilter.GaussianBlur(radius=random.uniform(*self.sigma)))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(sigma={self.sigma})"
+
+
+def build_contrastive_transforms(
+    size: Sequence[int] = (256, 128),
+    *,
+    min_scale: float = 0.2,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+) -> T.Compose:
+    """The strong augmentation of MoCo v2, used for person images by LUPerson's pre-training
+    and by VAL-PAT's self-supervised branch (eq. 1).
+
+    A random resized crop covering ``[min_scale, 1]`` of the image (aspect ratio of the
+    output kept within 3/4 to 4/3 of it), colour jitter (brightness, contrast, saturation
+    0.4, hue 0.1) with probability 0.8, grey scale with probability 0.2, a Gaussian blur
+    (PIL's, radius drawn from ``[0.1, 2]``, as MoCo v2's) with probability 0.5, a horizontal
+    flip, normalisation.
+
+    Args:
+        size: output ``(height, width)``.
+        min_scale: the smallest share of the image a crop covers, in ``(0, 1]``.
+        mean, std: per-channel normalisation; ``None`` gives CLIP's.
+
+    Returns:
+        A transform from an RGB ``PIL.Image`` to a ``(3, height, width)`` float tensor.
+    """
+    height, width = _check_size(size)
+    if not 0.0 < min_scale <= 1.0:
+        raise ValueError(f"min_scale={min_scale}; expected a number in (0, 1]")
+    ratio = width / height
+    return T.Compose(
+        [
+            T.RandomResizedCrop(
+                (height, width),
+                scale=(min_scale, 1.0),
+                ratio=(0.75 * ratio, ratio / 0.75),
+                interpolation=T.InterpolationMode.BICUBIC,
+            ),
+            T.RandomApply([T.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
+            T.RandomGrayscale(p=0.2),
+            T.RandomApply([RandomGaussianBlur((0.1, 2.0))], p=0.5),
+            T.RandomHorizontalFlip(),
             T.ToTensor(),
             _normalize(mean, std),
         ]

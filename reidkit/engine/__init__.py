@@ -3,7 +3,8 @@
 Small parts, each usable alone: :class:`Trainer` (AMP, gradient clipping, several optimisers),
 :class:`CheckpointManager` (atomic checkpoints, resume at any stage), :class:`RunReport`
 (JSON report), :func:`setup_logging` and :func:`progress_bar` (rank-0 output), the schedulers
-:class:`WarmupMultiStepLR` and :class:`WarmupCosineLR`, :func:`bias_parameter_groups`,
+:class:`WarmupMultiStepLR`, :class:`WarmupCosineLR` (per epoch) and :class:`WarmupLinearLR`
+(per step), :func:`bias_parameter_groups` and :func:`module_parameter_groups`,
 :func:`seed_everything`, and :func:`build_arg_parser` (the options of a script that assembles its
 own training; the recipes have theirs in :mod:`reidkit.recipes.arguments`).
 :class:`TrainingRun` assembles them for a run of named stages. An example stays a thin script::
@@ -78,12 +79,12 @@ from reidkit.engine.checkpoint import (
 )
 from reidkit.engine.cli import build_arg_parser, stage_epochs
 from reidkit.engine.meters import MetricTracker
-from reidkit.engine.parameter_groups import bias_parameter_groups
+from reidkit.engine.parameter_groups import bias_parameter_groups, module_parameter_groups
 from reidkit.engine.progress import format_metrics, progress_bar, setup_logging
 from reidkit.engine.report import RunReport, environment_info, to_jsonable
 from reidkit.engine.run import TrainingRun, evaluation_metrics
 from reidkit.engine.run_folder import RunFolderError, check_run_folder, clear_run_folder
-from reidkit.engine.schedulers import WarmupCosineLR, WarmupMultiStepLR
+from reidkit.engine.schedulers import WarmupCosineLR, WarmupLinearLR, WarmupMultiStepLR
 from reidkit.engine.seeding import capture_rng_state, restore_rng_state, seed_everything
 from reidkit.engine.trainer import Trainer, move_to_device
 from reidkit.engine.weights import load_weights, save_weights
@@ -98,6 +99,7 @@ __all__ = [
     "TrainingRun",
     "TrainingState",
     "WarmupCosineLR",
+    "WarmupLinearLR",
     "WarmupMultiStepLR",
     "atomic_copy",
     "atomic_torch_save",
@@ -112,6 +114,7 @@ __all__ = [
     "evaluation_metrics",
     "format_metrics",
     "load_weights",
+    "module_parameter_groups",
     "move_to_device",
     "progress_bar",
     "read_checkpoint",

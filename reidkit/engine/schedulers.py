@@ -1,8 +1,11 @@
-"""Learning-rate schedules with a linear warm-up: multi-step decay and cosine decay.
+"""Learning-rate schedules with a linear warm-up: multi-step, cosine and linear decay.
 
-Both are :class:`torch.optim.lr_scheduler.LRScheduler` subclasses stepped once per epoch
-(call ``scheduler.step()`` after each epoch). With ``e`` the 0-based index of the epoch about
-to run, ``W`` the warm-up length and ``s`` the warm-up start factor, every parameter group runs
+All are :class:`torch.optim.lr_scheduler.LRScheduler` subclasses. :class:`WarmupMultiStepLR`
+and :class:`WarmupCosineLR` are stepped once per epoch (call ``scheduler.step()`` after each
+epoch); :class:`WarmupLinearLR` once per optimiser step (its :attr:`~WarmupLinearLR.interval`
+is ``"step"``, and :class:`~reidkit.engine.Trainer` steps it after every step it takes). With
+``e`` the 0-based index of the epoch (or, per step, of the step) about to run, ``W`` the
+warm-up length and ``s`` the warm-up start factor, every parameter group runs
 at ``base_lr * factor(e)`` where, during the warm-up (``e < W``),
 
 .. math:: \\text{factor}(e) = s + (1 - s)\\,e / W,
@@ -15,6 +18,10 @@ so the first epoch runs at ``s * base_lr`` and epoch ``W`` reaches ``base_lr``. 
 * :class:`WarmupCosineLR`: with ``t = (e - W) / (T - W)`` the progress through the remaining
   ``T - W`` epochs, ``factor(e) = m + (1 - m) (1 + cos(pi t)) / 2`` where ``m`` is the final
   factor. AAformer: ``W = 10`` then cosine decay to the end of training.
+* :class:`WarmupLinearLR` (per step): ``factor(e) = 1 - (1 - m) t`` with ``t`` as above, over
+  the ``T`` steps of the run. UniPT's pre-training: warm-up over the first 10 % of the steps
+  (sec. 5.2); VAL-PAT: from ``1e-6`` to ``1e-3`` in 7 epochs, then linearly back to ``1e-6``
+  (``s = m = 10^{-3}``, sec. 4.1).
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import math
 from abc import ABC, abstractmethod
 from bisect import bisect_right
 from collections.abc import Sequence
+from typing import ClassVar
 
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
@@ -38,6 +46,9 @@ def _check_warmup(warmup_epochs: int, warmup_start_factor: float) -> None:
 
 class _WarmupScheduler(LRScheduler, ABC):
     """Linear warm-up from ``warmup_start_factor`` to 1; subclasses give the decay after it."""
+
+    interval: ClassVar[str] = "epoch"
+    """``"epoch"``: stepped after each epoch; ``"step"``: after each optimiser step."""
 
     def __init__(
         self,
@@ -135,3 +146,53 @@ class WarmupCosineLR(_WarmupScheduler):
         progress = min((epoch - self.warmup_epochs) / (self.total_epochs - self.warmup_epochs), 1)
         cosine = 0.5 * (1.0 + math.cos(math.pi * progress))
         return self.final_factor + (1.0 - self.final_factor) * cosine
+
+
+class WarmupLinearLR(_WarmupScheduler):
+    """Linear warm-up, then a linear decay to ``final_factor`` at ``total_steps``, per step.
+
+    Stepped after every optimiser step (``interval = "step"``): a
+    :class:`~reidkit.engine.Trainer` does so, and :meth:`steps_for` gives the total of a run.
+
+    Args:
+        optimizer: the wrapped optimiser; its group learning rates are the base rates.
+        total_steps: ``T``, the optimiser steps of the whole schedule (``> warmup_steps``).
+        warmup_steps: warm-up length ``W`` in steps (0 disables it).
+        warmup_start_factor: ``s``, the fraction of the base rate of the first step.
+        final_factor: ``m``, the fraction of the base rate reached at step ``T`` (and kept).
+        last_epoch: index of the last step taken, -1 to start.
+    """
+
+    interval: ClassVar[str] = "step"
+
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        total_steps: int,
+        warmup_steps: int = 0,
+        warmup_start_factor: float = 0.01,
+        final_factor: float = 0.0,
+        last_epoch: int = -1,
+    ) -> None:
+        checks.check_integer("total_steps", total_steps, 1)
+        if isinstance(warmup_steps, int) and total_steps <= warmup_steps:
+            raise ValueError(
+                f"total_steps must exceed warmup_steps={warmup_steps}, got {total_steps}"
+            )
+        checks.check_number("final_factor", final_factor, at_least=0, at_most=1)
+        self.total_steps = total_steps
+        self.final_factor = final_factor
+        super().__init__(optimizer, warmup_steps, warmup_start_factor, last_epoch)
+
+    @staticmethod
+    def steps_for(epochs: int, steps_per_epoch: int, warmup_fraction: float) -> tuple[int, int]:
+        """``(total_steps, warmup_steps)`` of ``epochs`` of ``steps_per_epoch``, with the
+        warm-up over ``warmup_fraction`` of them (UniPT: 0.1), shortened to leave one step of
+        decay."""
+        checks.check_number("warmup_fraction", warmup_fraction, at_least=0, below=1)
+        total = max(epochs * steps_per_epoch, 1)
+        return total, min(round(warmup_fraction * total), total - 1)
+
+    def decay_factor(self, epoch: int) -> float:
+        progress = min((epoch - self.warmup_epochs) / (self.total_steps - self.warmup_epochs), 1)
+        return 1.0 - (1.0 - self.final_factor) * progress

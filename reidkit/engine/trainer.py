@@ -66,7 +66,9 @@ class Trainer:
     Args:
         optimizers: one optimiser or several (e.g. MMPL's agent and prompt optimisers); all are
             stepped on the same loss, so each should own a disjoint set of parameters.
-        schedulers: learning-rate schedulers stepped once per epoch by :meth:`end_epoch`.
+        schedulers: learning-rate schedulers, stepped once per epoch by :meth:`end_epoch`, or
+            after every step taken when their ``interval`` attribute is ``"step"``
+            (:class:`~reidkit.engine.WarmupLinearLR`).
         amp: run the step function under :func:`torch.autocast` (float16 with a gradient
             scaler on CUDA, bfloat16 on the CPU).
         grad_clip_norm: clip the total gradient norm of all optimised parameters to this value
@@ -179,15 +181,20 @@ class Trainer:
                     float(loss.detach()),
                 )
                 continue
+            for scheduler in self._schedulers("step"):
+                scheduler.step()
             tracker.update({"loss": loss.detach(), **metrics})
             if index % 10 == 0 and hasattr(bar, "set_postfix_str"):
                 bar.set_postfix_str(format_metrics(tracker.averages()))
         return {**tracker.averages(across_ranks=True), **rates, "skipped_steps": skipped}
 
     def end_epoch(self) -> None:
-        """Step every scheduler (call once after each epoch)."""
-        for scheduler in self.schedulers:
+        """Step every per-epoch scheduler (call once after each epoch)."""
+        for scheduler in self._schedulers("epoch"):
             scheduler.step()
+
+    def _schedulers(self, interval: str) -> list[LRScheduler]:
+        return [s for s in self.schedulers if getattr(s, "interval", "epoch") == interval]
 
     def state_dict(self) -> dict[str, Any]:
         """Optimiser, scheduler and scaler states, for checkpoints."""

@@ -1,4 +1,4 @@
-"""Evaluation protocol: rank metrics, evaluators, text-to-image metrics and rank-list figures.
+"""Evaluation protocol: rank metrics, evaluators, text-to-image and attribute metrics, figures.
 
 Everything here accepts numpy arrays or torch tensors, works chunk by chunk so that MSMT17-size
 problems fit in memory, and imports matplotlib only when a figure is drawn. Feature extraction
@@ -6,17 +6,21 @@ and re-ranking, used in training too, live in :mod:`reidkit.retrieval`.
 """
 
 from reidkit._deprecation import moved_names
+from reidkit.eval.attributes import AttributeResult, evaluate_attributes
 from reidkit.eval.evaluator import ReIDEvaluator, evaluate_model
 from reidkit.eval.rank import RankResult, evaluate_rank
-from reidkit.eval.t2i import evaluate_t2i
+from reidkit.eval.t2i import evaluate_t2i, evaluate_t2i_model
 from reidkit.eval.visualize import save_rank_grid
 
 __all__ = [
+    "AttributeResult",
     "RankResult",
     "ReIDEvaluator",
+    "evaluate_attributes",
     "evaluate_model",
     "evaluate_rank",
     "evaluate_t2i",
+    "evaluate_t2i_model",
     "save_rank_grid",
 ]
 

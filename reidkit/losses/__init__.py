@@ -13,6 +13,21 @@
 * :func:`multi_granularity_loss`: a loss against ``K`` levels of text features, averaged
   (MMPL's stage-2 text term).
 
+Text-to-image ReID and multimodal pre-training (UniPT, VAL-PAT):
+
+* :class:`ImageTextContrastiveLoss`: CLIP's symmetric contrastive loss of paired features,
+  positives by global index under ``torch.distributed`` (UniPT eq. 1);
+* :class:`QueueInfoNCELoss`: MoCo's InfoNCE against a queue of keys (VAL-PAT eq. 1-2);
+* :class:`MaskedLanguageModelingLoss`: cross-entropy at the masked tokens (UniPT eq. 2);
+* :class:`CrossModalRankingLoss`: bidirectional ranking loss, semi-hard or hardest negatives
+  (UniPT eq. 5);
+* :class:`CrossModalIdentityLoss`: ID loss of both modalities through a shared classifier
+  (UniPT eq. 4);
+* :class:`AttributeBCELoss` and :func:`attribute_imbalance_weights`: weighted multi-attribute
+  binary cross-entropy, hard or soft targets (VAL-PAT eq. 3-4);
+* :class:`UniPTPretrainingLoss` (eq. 3), :class:`UniPTFinetuningLoss` (eq. 7) and
+  :class:`VALPATLoss` (VAL-PAT eq. 5), the papers' objectives with their weights.
+
 The losses derive from :class:`~reidkit.losses.base.ReductionLoss` (``reduction="mean"``,
 ``"sum"`` or ``"none"``, anchors without a defined loss left out of the mean); the two that
 classify against features (:class:`ImageToTextCrossEntropy`, :class:`PCLLoss`) hold a
@@ -21,26 +36,49 @@ BNNeck head from :mod:`reidkit.heads`.
 """
 
 from reidkit._deprecation import moved_names
-from reidkit.losses.base import ReductionLoss
+from reidkit.losses.attributes import AttributeBCELoss, attribute_imbalance_weights
+from reidkit.losses.base import ObjectiveOutput, ReductionLoss
 from reidkit.losses.clip_reid import CLIPReIDLoss, CLIPReIDLossOutput
+from reidkit.losses.contrastive import ImageTextContrastiveLoss
+from reidkit.losses.identity import CrossModalIdentityLoss
 from reidkit.losses.label_smoothing import CrossEntropyLabelSmooth
+from reidkit.losses.mlm import MaskedLanguageModelingLoss
 from reidkit.losses.multi_granularity import multi_granularity_loss
 from reidkit.losses.pcl import PCLLoss
+from reidkit.losses.queue_contrastive import QueueInfoNCELoss
+from reidkit.losses.ranking import CrossModalRankingLoss
 from reidkit.losses.supcon import SupConLoss
+from reidkit.losses.temperature import Temperature
 from reidkit.losses.text_cross_entropy import ImageToTextCrossEntropy
 from reidkit.losses.transformation import TransformationLoss
 from reidkit.losses.triplet import TripletLoss
+from reidkit.losses.unipt import UnifiedFeatures, UniPTFinetuningLoss, UniPTPretrainingLoss
+from reidkit.losses.valpat import VALPATBatch, VALPATLoss
 
 __all__ = [
+    "AttributeBCELoss",
     "CLIPReIDLoss",
     "CLIPReIDLossOutput",
     "CrossEntropyLabelSmooth",
+    "CrossModalIdentityLoss",
+    "CrossModalRankingLoss",
+    "ImageTextContrastiveLoss",
     "ImageToTextCrossEntropy",
+    "MaskedLanguageModelingLoss",
+    "ObjectiveOutput",
     "PCLLoss",
+    "QueueInfoNCELoss",
     "ReductionLoss",
     "SupConLoss",
+    "Temperature",
     "TransformationLoss",
     "TripletLoss",
+    "UniPTFinetuningLoss",
+    "UniPTPretrainingLoss",
+    "UnifiedFeatures",
+    "VALPATBatch",
+    "VALPATLoss",
+    "attribute_imbalance_weights",
     "multi_granularity_loss",
 ]
 

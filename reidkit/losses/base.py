@@ -7,6 +7,8 @@ result the ``reduction`` argument asks for. Argument checks live in :mod:`reidki
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import Tensor, nn
 
@@ -48,6 +50,18 @@ class ReductionLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return f"reduction={self.reduction!r}"
+
+
+class ObjectiveOutput(NamedTuple):
+    """What a composed objective returns (UniPT's, VAL-PAT's).
+
+    Attributes:
+        loss: the weighted total, a scalar.
+        terms: scalars by name: the unweighted terms, and what else the objective reports.
+    """
+
+    loss: Tensor
+    terms: dict[str, Tensor]
 
 
 def at_least_float32(tensor: Tensor) -> Tensor:

@@ -7,7 +7,9 @@ folder (``train.log``, ``report.json``, checkpoints):
 * :mod:`reidkit.recipes.clip_reid`: CLIP-ReID (:class:`~reidkit.recipes.clip_reid.CLIPReIDConfig`);
 * :mod:`reidkit.recipes.mmpl`: MMPL (:class:`~reidkit.recipes.mmpl.MMPLConfig`);
 * :mod:`reidkit.recipes.aaformer`: AAformer (:class:`~reidkit.recipes.aaformer.AAformerConfig`);
-* :mod:`reidkit.recipes.pcl_clip`: PCL-CLIP (:class:`~reidkit.recipes.pcl_clip.PCLCLIPConfig`).
+* :mod:`reidkit.recipes.pcl_clip`: PCL-CLIP (:class:`~reidkit.recipes.pcl_clip.PCLCLIPConfig`);
+* :mod:`reidkit.recipes.unipt`: UniPT (:class:`~reidkit.recipes.unipt.UniPTConfig`);
+* :mod:`reidkit.recipes.valpat`: VAL-PAT (:class:`~reidkit.recipes.valpat.VALPATConfig`).
 
 :mod:`reidkit.recipes.config` holds the shared sections and :class:`Runtime`;
 :mod:`reidkit.recipes.serialization` reads and writes configurations (YAML files, dotted-key
@@ -51,6 +53,9 @@ _MODULES = (
     "mmpl",
     "aaformer",
     "pcl_clip",
+    "unipt",
+    "valpat",
+    "text_to_image",
     "common",
     "config",
     "compare",

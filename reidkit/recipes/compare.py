@@ -36,6 +36,8 @@ METHOD_NAMES = {
     "aaformer": "AAformer",
     "pcl_clip_supervised": "PCL-CLIP",
     "pcl_clip_unsupervised": "PCL-CLIP (unsup.)",
+    "unipt": "UniPT",
+    "valpat": "VAL-PAT",
 }
 """How the results of the recipes are named in the table (other keys appear as they are)."""
 

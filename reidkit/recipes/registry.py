@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
-from reidkit.recipes import aaformer, clip_reid, mmpl, pcl_clip
+from reidkit.recipes import aaformer, clip_reid, mmpl, pcl_clip, unipt, valpat
 from reidkit.recipes.common import Recipe
 
 RECIPES: dict[str, Recipe] = {
     recipe.name: recipe
-    for recipe in (clip_reid.RECIPE, mmpl.RECIPE, aaformer.RECIPE, pcl_clip.RECIPE)
+    for recipe in (
+        clip_reid.RECIPE,
+        mmpl.RECIPE,
+        aaformer.RECIPE,
+        pcl_clip.RECIPE,
+        unipt.RECIPE,
+        valpat.RECIPE,
+    )
 }
-"""``{name: Recipe}``: ``clip_reid``, ``mmpl``, ``aaformer`` and ``pcl_clip``."""
+"""``{name: Recipe}``: ``clip_reid``, ``mmpl``, ``aaformer``, ``pcl_clip``, ``unipt`` and
+``valpat``."""
 
 
 def get_recipe(name: str) -> Recipe:

@@ -135,3 +135,94 @@ def test_bad_chunk_size_is_rejected() -> None:
     model, _ = tiny_clip()
     with pytest.raises(ValueError, match="chunk_size"):
         CLIPTextEncoder(model, chunk_size=0)
+
+
+def _bidirectional_reference(model: nn.Module, token_ids: torch.Tensor) -> list[torch.Tensor]:
+    """Each sentence alone, cut after its end of text, through open_clip's transformer with no
+    mask at all: every token sees every other, and there is no padding to hide."""
+    tower = text_tower(model)
+    outputs = []
+    for ids in token_ids:
+        length = int(ids.argmax()) + 1
+        x = tower.token_embedding(ids[None, :length]) + tower.positional_embedding[:length]
+        outputs.append(tower.ln_final(tower.transformer(x, attn_mask=None))[0])
+    return outputs
+
+
+@pytest.mark.parametrize("sequence_first", [False, True])
+def test_the_bidirectional_mode_attends_to_every_word_and_never_to_the_padding(
+    sequence_first: bool,
+) -> None:
+    model, tokenizer = tiny_clip()
+    if sequence_first:
+        model.transformer = as_sequence_first(model.transformer)
+    token_ids = tokenizer(SENTENCES)
+    encoder = CLIPTextEncoder(model, causal=False)
+    with torch.no_grad():
+        features = encoder(model.token_embedding(token_ids), token_ids)
+        expected = _bidirectional_reference(model, token_ids)
+    for row, reference in enumerate(expected):
+        length = reference.shape[0]
+        torch.testing.assert_close(features.hidden[row, :length], reference, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            features.sentence[row], reference[-1] @ model.text_projection, atol=1e-5, rtol=1e-5
+        )
+    # Unlike the causal mode, an early token's output depends on the words after it.
+    with torch.no_grad():
+        causal = CLIPTextEncoder(model)(model.token_embedding(token_ids), token_ids)
+    assert not torch.allclose(causal.hidden[0, 1], features.hidden[0, 1], atol=1e-3)
+
+
+def test_the_padding_changes_no_output_of_the_bidirectional_mode() -> None:
+    model, tokenizer = tiny_clip()
+    token_ids = tokenizer(SENTENCES)
+    encoder = CLIPTextEncoder(model, causal=False)
+    embeddings = model.token_embedding(token_ids)
+    noisy = embeddings.clone()
+    padding = ~encoder.valid_token_mask(token_ids)
+    noisy[padding] = torch.randn(int(padding.sum()), embeddings.shape[-1])
+    with torch.no_grad():
+        clean, other = encoder(embeddings, token_ids), encoder(noisy, token_ids)
+        trimmed = encoder.encode_trimmed(embeddings, token_ids)
+    valid = ~padding
+    torch.testing.assert_close(other.hidden[valid], clean.hidden[valid], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(other.sentence, clean.sentence, atol=1e-5, rtol=1e-5)
+    length = trimmed.hidden.shape[1]
+    assert length == int(token_ids.argmax(dim=-1).max()) + 1
+    torch.testing.assert_close(trimmed.sentence, clean.sentence, atol=1e-5, rtol=1e-5)
+
+
+def test_hidden_states_are_the_token_features_before_the_projection(clip_and_tokenizer) -> None:
+    model, tokenizer = clip_and_tokenizer
+    token_ids = tokenizer(SENTENCES)
+    tower = text_tower(model)
+    with torch.no_grad():
+        features = CLIPTextEncoder(model)(tower.token_embedding(token_ids), token_ids)
+    projection = tower.text_projection
+    projected = (
+        projection(features.hidden)
+        if isinstance(projection, nn.Linear)
+        else features.hidden @ projection
+    )
+    assert features.hidden.shape == (3, 16, 48)
+    torch.testing.assert_close(projected, features.tokens, atol=1e-5, rtol=1e-5)
+
+
+def test_valid_and_content_masks_follow_the_end_of_text() -> None:
+    model, tokenizer = tiny_clip()
+    token_ids = tokenizer(["a b c", "x"])
+    encoder = CLIPTextEncoder(model, causal=False)
+    end = token_ids.argmax(dim=-1).tolist()  # 4 and 2
+    valid, content = encoder.valid_token_mask(token_ids), encoder.content_token_mask(token_ids)
+    for row, eot in enumerate(end):
+        assert valid[row].tolist() == [i <= eot for i in range(16)]
+        assert content[row].tolist() == [0 < i < eot for i in range(16)]
+
+
+def test_the_bidirectional_mode_needs_end_of_text_pooling() -> None:
+    model, _ = tiny_clip()
+    model.text_pool_type = "last"
+    with pytest.raises(ValueError, match="causal=False"):
+        CLIPTextEncoder(model, causal=False)
+    with pytest.raises(ValueError, match="causal must be a bool"):
+        CLIPTextEncoder(tiny_clip()[0], causal="no")

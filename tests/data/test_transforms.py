@@ -7,7 +7,13 @@ import pytest
 import torch
 from PIL import Image
 
-from reidkit.data import CLIP_MEAN, CLIP_STD, build_test_transforms, build_train_transforms
+from reidkit.data import (
+    CLIP_MEAN,
+    CLIP_STD,
+    build_contrastive_transforms,
+    build_test_transforms,
+    build_train_transforms,
+)
 
 
 def _image(height: int = 32, width: int = 16) -> Image.Image:
@@ -87,3 +93,14 @@ def test_default_size_is_256_by_128() -> None:
 def test_bad_arguments_are_named(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         build_train_transforms(**kwargs)
+
+
+def test_contrastive_views_differ_and_keep_the_size() -> None:
+    transform = build_contrastive_transforms((32, 16))
+    image = _image(64, 32)
+    torch.manual_seed(0)
+    first, second = transform(image), transform(image)
+    assert first.shape == second.shape == (3, 32, 16)
+    assert not torch.equal(first, second)
+    with pytest.raises(ValueError, match="min_scale"):
+        build_contrastive_transforms((32, 16), min_scale=0.0)

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from reidkit.engine import WarmupCosineLR, WarmupMultiStepLR
+from reidkit.engine import Trainer, WarmupCosineLR, WarmupLinearLR, WarmupMultiStepLR
 
 
 def _optimizer(lr: float) -> torch.optim.Optimizer:
@@ -95,3 +95,42 @@ def test_several_groups_keep_their_ratio() -> None:
 def test_bad_options(build, match) -> None:
     with pytest.raises(ValueError, match=match):
         build(_optimizer(1.0))
+
+
+def test_valpat_warmup_then_linear_decay_per_step() -> None:
+    # VAL-PAT sec. 4.1: 1e-6 -> 1e-3 in 7 epochs, then linearly back to 1e-6 (here 10 steps
+    # per epoch, 20 epochs).
+    optimizer = _optimizer(1e-3)
+    scheduler = WarmupLinearLR(
+        optimizer, total_steps=200, warmup_steps=70, warmup_start_factor=1e-3, final_factor=1e-3
+    )
+    assert scheduler.interval == "step"
+    rates = _rates(scheduler, optimizer, 205)
+    assert rates[0] == pytest.approx(1e-6)
+    assert rates[35] == pytest.approx(1e-6 + (1e-3 - 1e-6) * 35 / 70)
+    assert rates[70] == pytest.approx(1e-3)
+    assert rates[135] == pytest.approx(1e-3 - (1e-3 - 1e-6) * 65 / 130)
+    assert rates[200:] == pytest.approx([1e-6] * 5)
+    assert all(a >= b for a, b in itertools.pairwise(rates[70:]))
+
+
+def test_the_warmup_covers_a_fraction_of_the_steps() -> None:
+    assert WarmupLinearLR.steps_for(15, 100, 0.1) == (1500, 150)  # UniPT: 10 % of the steps
+    assert WarmupLinearLR.steps_for(1, 3, 0.9) == (3, 2)  # one step of decay is left
+    with pytest.raises(ValueError, match="total_steps must exceed warmup_steps=5"):
+        WarmupLinearLR(_optimizer(1.0), total_steps=5, warmup_steps=5)
+
+
+def test_the_trainer_steps_per_step_schedules_after_every_step_taken() -> None:
+    parameter = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([parameter], lr=1.0)
+    per_step = WarmupLinearLR(optimizer, total_steps=10, warmup_steps=0)
+    trainer = Trainer(optimizer, [per_step])
+
+    def step(batch: float) -> torch.Tensor:
+        return parameter.sum() * batch
+
+    trainer.run_epoch([1.0, float("nan"), 1.0, 1.0], step)  # the NaN step is skipped
+    assert per_step.last_epoch == 3
+    trainer.end_epoch()  # a per-step schedule does not move at the end of an epoch
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.7)

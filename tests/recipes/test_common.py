@@ -76,7 +76,7 @@ def test_the_image_stage_gives_biases_their_factor_and_steps_at_the_milestones()
 
 
 def test_the_registry_names_its_recipes() -> None:
-    assert sorted(RECIPES) == ["aaformer", "clip_reid", "mmpl", "pcl_clip"]
+    assert sorted(RECIPES) == ["aaformer", "clip_reid", "mmpl", "pcl_clip", "unipt", "valpat"]
     assert get_recipe("mmpl").name == "mmpl"
     with pytest.raises(ValueError, match=r"name must be one of \['aaformer'"):
         get_recipe("fastreid")
