@@ -25,7 +25,13 @@ _PUBLIC_NAMES: dict[str, str] = {
     "MSMT17": "reidkit.data",
     "OccludedDuke": "reidkit.data",
     "ImageFolderReID": "reidkit.data",
+    "CUHK03NP": "reidkit.data",
     "SyntheticReID": "reidkit.data",
+    "CUHKPEDES": "reidkit.data",
+    "ICFGPEDES": "reidkit.data",
+    "RSTPReid": "reidkit.data",
+    "SyntheticCaptionedReID": "reidkit.data",
+    "ImageTextDataset": "reidkit.data",
     "ReIDImageDataset": "reidkit.data",
     "RandomIdentitySampler": "reidkit.data",
     "build_train_transforms": "reidkit.data",
@@ -48,6 +54,7 @@ _PUBLIC_NAMES: dict[str, str] = {
     "save_rank_grid": "reidkit.eval",
     # CLIP backbone (reidkit.clip)
     "load_clip": "reidkit.clip",
+    "TokenMasking": "reidkit.clip",
     "CLIPTextEncoder": "reidkit.clip",
     "CLIPImageEncoder": "reidkit.clip",
     # prompt learners (reidkit.prompts)
@@ -63,7 +70,18 @@ _PUBLIC_NAMES: dict[str, str] = {
     "TransformationLoss": "reidkit.losses",
     "PCLLoss": "reidkit.losses",
     "CLIPReIDLoss": "reidkit.losses",
+    "ImageTextContrastiveLoss": "reidkit.losses",
+    "QueueInfoNCELoss": "reidkit.losses",
+    "MaskedLanguageModelingLoss": "reidkit.losses",
+    "CrossModalRankingLoss": "reidkit.losses",
+    "CrossModalIdentityLoss": "reidkit.losses",
+    "AttributeBCELoss": "reidkit.losses",
+    "UniPTPretrainingLoss": "reidkit.losses",
+    "UniPTFinetuningLoss": "reidkit.losses",
+    "VALPATLoss": "reidkit.losses",
     "BNNeck": "reidkit.heads",
+    "MaskedLanguageModelHead": "reidkit.heads",
+    "SharedIdentityClassifier": "reidkit.heads",
     # patch selection and alignment (reidkit.selection)
     "HierarchicalPatchPartition": "reidkit.selection",
     "InformationSelectorAgent": "reidkit.selection",
@@ -76,9 +94,17 @@ _PUBLIC_NAMES: dict[str, str] = {
     "CLIPReIDModel": "reidkit.models",
     "PCLCLIPModel": "reidkit.models",
     "AAformerReID": "reidkit.models",
+    "UniPTPretrainingModel": "reidkit.models",
+    "TextToImageModel": "reidkit.models",
+    "VALPATModel": "reidkit.models",
     "load_model": "reidkit.models",
     # memory (reidkit.memory)
     "PrototypeMemory": "reidkit.memory",
+    "FeatureQueue": "reidkit.memory",
+    "MomentumEncoder": "reidkit.memory",
+    # pseudo captions (reidkit.pseudotext)
+    "PseudoTextComposer": "reidkit.pseudotext",
+    "generate_pseudo_texts": "reidkit.pseudotext",
 }
 
 __all__ = ["__version__", *_PUBLIC_NAMES]

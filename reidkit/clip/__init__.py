@@ -5,6 +5,7 @@ This subpackage imports open_clip; :mod:`reidkit` itself resolves these names la
 
 from reidkit.clip.image_encoder import CLIPImageEncoder, ImageFeatures, class_token_attention
 from reidkit.clip.loading import load_clip
+from reidkit.clip.masking import TokenMasking
 from reidkit.clip.resize import interpolate_positional_embedding, resize_visual_grid
 from reidkit.clip.text_encoder import CLIPTextEncoder, TextFeatures, text_tower
 
@@ -13,6 +14,7 @@ __all__ = [
     "CLIPTextEncoder",
     "ImageFeatures",
     "TextFeatures",
+    "TokenMasking",
     "class_token_attention",
     "interpolate_positional_embedding",
     "load_clip",
