@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from reidkit import checks
 from reidkit.clip import load_clip
 from reidkit.data import (
     ATTRIBUTE_LABELS,
@@ -58,7 +59,16 @@ from reidkit.losses.ranking import NEGATIVE_RULES
 from reidkit.models import TextToImageModel
 from reidkit.pseudotext import read_pseudo_texts
 from reidkit.recipes.common import fit_stage
-from reidkit.recipes.config import TINY_CLIP, ClipConfig, Runtime
+from reidkit.recipes.config import (
+    TINY_CLIP,
+    ClipConfig,
+    Runtime,
+    Section,
+    check_warmup,
+    non_negative_numbers,
+    positive_integers,
+    positive_numbers,
+)
 
 FINETUNE_STAGE = "finetune"
 INITIAL_RESULT = "initial"
@@ -72,15 +82,8 @@ TINY_TEXT_CLIP: dict[str, Any] = {
 pedestrians take up to 47 tokens, more than the 16 of the prompt recipes' tiny CLIP."""
 
 
-def _check_positive(owner: object, *names: str) -> None:
-    for name in names:
-        value = getattr(owner, name)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-            raise ValueError(f"{type(owner).__name__}.{name} must be > 0, got {value!r}")
-
-
 @dataclasses.dataclass(frozen=True)
-class TextDataConfig:
+class TextDataConfig(Section):
     """The text-to-image data set and its batches.
 
     Attributes:
@@ -97,12 +100,16 @@ class TextDataConfig:
     batch_size: int
     text_length: int
 
-    def __post_init__(self) -> None:
-        _check_positive(self, "batch_size", "text_length")
+    def check(self) -> None:
+        if not self.dataset:
+            self.fail("dataset", "must name a data set, got an empty string")
+        positive_integers(self, "batch_size")
+        # the start and the end of text, and at least one word between them
+        self.require("text_length", checks.check_integer, 3)
 
 
 @dataclasses.dataclass(frozen=True)
-class PseudoTextConfig:
+class PseudoTextConfig(Section):
     """The pre-training images and their pseudo texts.
 
     Attributes:
@@ -115,7 +122,7 @@ class PseudoTextConfig:
             seed than the evaluation data's draws other people).
         synthetic_ids: their number of identities (the labels are not used).
         corruption_probability: the chance that a synthetic pseudo text gets an attribute
-            wrong.
+            wrong, in ``[0, 1]``.
     """
 
     captions: str | None
@@ -124,17 +131,20 @@ class PseudoTextConfig:
     synthetic_ids: int
     corruption_probability: float
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         if (self.captions is None) != (self.images is None):
-            raise ValueError(
-                "PseudoTextConfig.captions and images go together: give both (a JSON file and "
-                f"its image folder) or neither, got {self.captions!r} and {self.images!r}"
+            self.fail(
+                "captions",
+                "and images go together: give both (a JSON file and its image folder) or "
+                f"neither, got captions={self.captions!r} and images={self.images!r}",
             )
-        _check_positive(self, "synthetic_ids")
+        self.require("synthetic_seed", checks.check_integer, 0)
+        positive_integers(self, "synthetic_ids")
+        self.require("corruption_probability", checks.check_number, at_least=0, at_most=1)
 
 
 @dataclasses.dataclass(frozen=True)
-class FinetuneStageConfig:
+class FinetuneStageConfig(Section):
     """Supervised text-to-image fine-tuning (UniPT sec. 4.2): ``L_id + L_rk``, Adam.
 
     Attributes:
@@ -142,10 +152,11 @@ class FinetuneStageConfig:
         lr: the learning rate of the visual encoder and of the heads.
         text_lr: the learning rate of the pre-trained text encoder.
         weight_decay: Adam's weight decay.
-        warmup_epochs: epochs of linear warm-up (from 0.1 of the rates), then a cosine to 0.
+        warmup_epochs: epochs of linear warm-up (from 0.1 of the rates; fewer than
+            ``epochs``), then a cosine to 0.
         margin: ``α`` of the ranking loss (eq. 5).
         negatives: ``"semi-hard"`` (eq. 5) or ``"hardest"``.
-        label_smoothing: of the identification loss (eq. 4).
+        label_smoothing: of the identification loss (eq. 4), in ``[0, 1)``.
         unified_weight: ``γ`` of eq. 7; must be 0, since LGUR's PGU module is not part of
             reidkit (see :mod:`reidkit.losses.unipt`).
     """
@@ -160,18 +171,32 @@ class FinetuneStageConfig:
     label_smoothing: float
     unified_weight: float = 0.0
 
-    def __post_init__(self) -> None:
-        _check_positive(self, "lr", "text_lr", "margin")
-        if self.negatives not in NEGATIVE_RULES:
-            raise ValueError(
-                f"FinetuneStageConfig.negatives must be one of {NEGATIVE_RULES}, got "
-                f"{self.negatives!r}"
-            )
+    def check(self) -> None:
+        positive_integers(self, "epochs")
+        positive_numbers(self, "lr", "text_lr", "margin")
+        non_negative_numbers(self, "weight_decay")
+        check_warmup(self, self.warmup_epochs, self.epochs)
+        self.require("negatives", checks.check_choice, NEGATIVE_RULES)
+        self.require("label_smoothing", checks.check_number, at_least=0, below=1)
         if self.unified_weight != 0:
-            raise ValueError(
-                "FinetuneStageConfig.unified_weight (γ of UniPT eq. 7) must be 0: L_pgu needs "
-                "LGUR's prototype-based granularity unification, which reidkit does not have"
+            self.fail(
+                "unified_weight",
+                "(γ of UniPT eq. 7) must be 0: L_pgu needs LGUR's prototype-based granularity "
+                f"unification, which reidkit does not have; got {self.unified_weight!r}",
             )
+
+
+def check_pretraining_epochs(section: Section, warmup_epochs: float, epochs: int) -> None:
+    """The fields ``epochs`` (>= 0; 0 skips the pre-training stage) and ``warmup_epochs``
+    (>= 0, and fewer than ``epochs`` when the stage runs) of a pre-training stage."""
+    section.require("epochs", checks.check_integer, 0)
+    section.require("warmup_epochs", checks.check_number, at_least=0, finite=True)
+    if epochs > 0 and warmup_epochs >= epochs:
+        section.fail(
+            "warmup_epochs",
+            f"must be < epochs ({epochs}), got {warmup_epochs}: the warm-up would last the "
+            "whole stage",
+        )
 
 
 def build_text_clip(
@@ -380,8 +405,8 @@ def run_finetune_stage(
     optimizer = torch.optim.Adam(groups, weight_decay=stage.weight_decay)
     scheduler = WarmupCosineLR(
         optimizer,
-        max(stage.epochs, 1),
-        warmup_epochs=min(stage.warmup_epochs, max(stage.epochs - 1, 0)),
+        stage.epochs,
+        warmup_epochs=stage.warmup_epochs,
         warmup_start_factor=0.1,
     )
     return fit_stage(

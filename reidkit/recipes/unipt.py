@@ -36,6 +36,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from reidkit import checks
 from reidkit.data.text_loaders import ImageTextDataset, make_image_text_loader
 from reidkit.distributed import data_parallel
 from reidkit.engine import TrainingRun, WarmupLinearLR, move_to_device, seed_everything
@@ -47,7 +48,14 @@ from reidkit.models import (
     UniPTTextEncoder,
 )
 from reidkit.recipes.common import Recipe, begin, fit_stage, start_run
-from reidkit.recipes.config import ClipConfig, Runtime
+from reidkit.recipes.config import (
+    ClipConfig,
+    Runtime,
+    Section,
+    non_negative_numbers,
+    positive_integers,
+    positive_numbers,
+)
 from reidkit.recipes.text_to_image import (
     FINETUNE_STAGE,
     INITIAL_RESULT,
@@ -58,6 +66,7 @@ from reidkit.recipes.text_to_image import (
     TextDataConfig,
     build_text_clip,
     build_text_data,
+    check_pretraining_epochs,
     read_pretraining_data,
     record_initial_evaluation,
     run_finetune_stage,
@@ -72,7 +81,7 @@ STAGES = (PRETRAIN_STAGE, FINETUNE_STAGE)
 
 
 @dataclasses.dataclass(frozen=True)
-class PretrainStageConfig:
+class PretrainStageConfig(Section):
     """UniPT's pre-training (sec. 4.1, 5.2).
 
     Attributes:
@@ -80,9 +89,11 @@ class PretrainStageConfig:
         batch_size: images per batch, over all processes.
         lr: AdamW's learning rate after the warm-up.
         weight_decay: AdamW's weight decay.
-        warmup_fraction: the share of the steps of linear warm-up (then a linear decay to 0).
+        warmup_epochs: epochs of linear warm-up, per step (a fraction of an epoch is fine;
+            fewer than ``epochs``), then a linear decay to 0. The paper warms up over 10 % of
+            the steps: 1.5 of its 15 epochs.
         mlm_weight: ``β`` of eq. 3 (1; 0: table 5's "w/o MLM").
-        mask_probability: BERT's 15 %.
+        mask_probability: BERT's 15 %, in ``(0, 1]``.
         temperature: ``τ`` of the contrastive loss (1: eq. 1 as printed, the plain cosine).
         learnable_temperature: learn ``τ`` as CLIP does.
     """
@@ -91,15 +102,22 @@ class PretrainStageConfig:
     batch_size: int
     lr: float
     weight_decay: float
-    warmup_fraction: float
+    warmup_epochs: float
     mlm_weight: float
     mask_probability: float
     temperature: float
     learnable_temperature: bool
 
+    def check(self) -> None:
+        check_pretraining_epochs(self, self.warmup_epochs, self.epochs)
+        positive_integers(self, "batch_size")
+        positive_numbers(self, "lr", "temperature")
+        non_negative_numbers(self, "weight_decay", "mlm_weight")
+        self.require("mask_probability", checks.check_number, above=0, at_most=1)
+
 
 @dataclasses.dataclass(frozen=True)
-class UniPTConfig:
+class UniPTConfig(Section):
     """The settings of a UniPT run.
 
     Attributes:
@@ -120,6 +138,9 @@ class UniPTConfig:
     pretrain: PretrainStageConfig
     finetune: FinetuneStageConfig
 
+    def check(self) -> None:
+        positive_integers(self, "embed_dim")
+
 
 PAPER = UniPTConfig(
     # Sec. 5.2, with CLIP's ViT-B/16 towers for the paper's ViT-B/16 and BERT: 384x128 images,
@@ -136,7 +157,7 @@ PAPER = UniPTConfig(
         batch_size=512,
         lr=1e-5,
         weight_decay=0.01,
-        warmup_fraction=0.1,
+        warmup_epochs=1.5,  # 10 % of the steps
         mlm_weight=1.0,
         mask_probability=0.15,
         temperature=1.0,
@@ -165,6 +186,7 @@ TINY = dataclasses.replace(
         PAPER.pretrain,
         epochs=6,
         batch_size=32,
+        warmup_epochs=0.6,  # 10 % of the steps, as the paper
         lr=1e-3,
         weight_decay=1e-4,
         temperature=0.07,
@@ -294,7 +316,9 @@ def run_pretrain_stage(
 
     parameters = [p for p in objective.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=stage.lr, weight_decay=stage.weight_decay)
-    total, warmup = WarmupLinearLR.steps_for(stage.epochs, len(loader), stage.warmup_fraction)
+    total, warmup = WarmupLinearLR.steps_for(
+        stage.epochs, len(loader), stage.warmup_epochs / stage.epochs
+    )
     scheduler = WarmupLinearLR(optimizer, total, warmup)
     return fit_stage(
         run,

@@ -44,6 +44,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from reidkit import checks
 from reidkit.data import (
     SyntheticCaptionedReID,
     build_contrastive_transforms,
@@ -63,7 +64,14 @@ from reidkit.eval import evaluate_attributes, evaluate_model
 from reidkit.losses import ObjectiveOutput, VALPATLoss, attribute_imbalance_weights
 from reidkit.models import TextToImageModel, VALPATModel
 from reidkit.recipes.common import Recipe, begin, fit_stage, start_run
-from reidkit.recipes.config import ClipConfig, Runtime
+from reidkit.recipes.config import (
+    ClipConfig,
+    Runtime,
+    Section,
+    non_negative_numbers,
+    positive_integers,
+    positive_numbers,
+)
 from reidkit.recipes.text_to_image import (
     FINETUNE_STAGE,
     INITIAL_RESULT,
@@ -76,6 +84,7 @@ from reidkit.recipes.text_to_image import (
     TextDataConfig,
     build_text_clip,
     build_text_data,
+    check_pretraining_epochs,
     read_pretraining_data,
     record_initial_evaluation,
     run_finetune_stage,
@@ -93,7 +102,7 @@ RANK_METRICS = ("R1", "R5", "R10", "mAP", "mINP")
 
 
 @dataclasses.dataclass(frozen=True)
-class ReIDTransferConfig:
+class ReIDTransferConfig(Section):
     """The ReID data set the pre-trained image encoder is evaluated on.
 
     Attributes:
@@ -105,24 +114,31 @@ class ReIDTransferConfig:
     dataset: str | None
     root: str | None
 
+    def check(self) -> None:
+        if self.dataset == "":
+            self.fail("dataset", "must name a data set or be null, got an empty string")
+        if self.dataset is None and self.root is not None:
+            self.fail("root", f"needs a dataset to read, got {self.root!r} without one")
+
 
 @dataclasses.dataclass(frozen=True)
-class VALPATStageConfig:
+class VALPATStageConfig(Section):
     """VAL-PAT's pre-training (sec. 4.1).
 
     Attributes:
         epochs: epochs over the pseudo-text images (0: no pre-training).
         batch_size: images per batch, over all processes.
         lr: the peak learning rate (``1e-3``).
-        start_lr: the rate of the first step and of the last (``1e-6``).
-        warmup_epochs: epochs of linear warm-up to ``lr`` (7), then linear decay.
+        start_lr: the rate of the first step and of the last (``1e-6``; at most ``lr``).
+        warmup_epochs: epochs of linear warm-up to ``lr`` (7), per step (a fraction of an
+            epoch is fine; fewer than ``epochs``), then linear decay.
         weight_decay: AdamW's (0.1).
         queue_size: ``K`` (65536).
-        momentum: ``m`` of the key encoders (MoCo's 0.999).
+        momentum: ``m`` of the key encoders (MoCo's 0.999), in ``[0, 1]``.
         ssl_dim: width of the self-supervised features (MoCo v2: 128).
         ssl_temperature: ``τ`` (0.07).
         cross_modal_temperature: the start of the learned ``τ'`` (0.07).
-        soft_weight: ``α`` (0.2).
+        soft_weight: ``α`` (0.2), in ``[0, 1]``.
         cross_modal_weight: ``β`` (0.5).
         attribute_weight: ``γ`` (0.01).
         imbalance_weights: weigh the attributes by their frequency (eq. 3's ``w_j``).
@@ -132,7 +148,7 @@ class VALPATStageConfig:
     batch_size: int
     lr: float
     start_lr: float
-    warmup_epochs: int
+    warmup_epochs: float
     weight_decay: float
     queue_size: int
     momentum: float
@@ -144,9 +160,18 @@ class VALPATStageConfig:
     attribute_weight: float
     imbalance_weights: bool
 
+    def check(self) -> None:
+        check_pretraining_epochs(self, self.warmup_epochs, self.epochs)
+        positive_integers(self, "batch_size", "queue_size", "ssl_dim")
+        positive_numbers(self, "lr", "ssl_temperature", "cross_modal_temperature")
+        self.require("start_lr", checks.check_number, above=0, at_most=self.lr)
+        non_negative_numbers(self, "weight_decay", "cross_modal_weight", "attribute_weight")
+        self.require("momentum", checks.check_number, at_least=0, at_most=1)
+        self.require("soft_weight", checks.check_number, at_least=0, at_most=1)
+
 
 @dataclasses.dataclass(frozen=True)
-class VALPATConfig:
+class VALPATConfig(Section):
     """The settings of a VAL-PAT run.
 
     Attributes:
@@ -213,7 +238,7 @@ TINY = dataclasses.replace(
         PAPER.pretrain,
         epochs=6,
         batch_size=32,
-        warmup_epochs=1,
+        warmup_epochs=0.3,  # 5 % of the steps, as the paper's 7 of 140 epochs
         weight_decay=1e-4,
         queue_size=256,
         momentum=0.99,
@@ -436,8 +461,9 @@ def run_pretrain_stage(
 
     parameters = [p for p in objective.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=stage.lr, weight_decay=stage.weight_decay)
-    total = max(stage.epochs * len(loader), 1)
-    warmup = min(stage.warmup_epochs * len(loader), total - 1)
+    total, warmup = WarmupLinearLR.steps_for(
+        stage.epochs, len(loader), stage.warmup_epochs / stage.epochs
+    )
     ratio = stage.start_lr / stage.lr
     scheduler = WarmupLinearLR(optimizer, total, warmup, ratio, final_factor=ratio)
     return fit_stage(

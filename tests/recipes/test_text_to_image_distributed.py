@@ -11,7 +11,7 @@ import torch
 from reidkit import distributed
 from reidkit.data import SyntheticCaptionedReID, SyntheticReID
 from reidkit.engine import read_checkpoint
-from reidkit.recipes import Runtime, get_recipe
+from reidkit.recipes import Runtime, get_recipe, replace_field
 from tests.gloo import WORLD_SIZE, join_group, run_on_ranks
 
 
@@ -19,7 +19,11 @@ def _worker(rank: int, port: int, name: str, output: str, results_dir: str) -> N
     join_group(rank, port, timeout=300.0)
     try:
         recipe = get_recipe(name)
-        config = recipe.with_epochs(recipe.presets["tiny"], [(None, 1)])
+        # one epoch per stage, so no warm-up (a warm-up must be shorter than its stage)
+        config = recipe.presets["tiny"]
+        for stage in recipe.stage_epochs(config):
+            config = replace_field(config, recipe.stage_field(config, stage, "warmup_epochs"), 0)
+        config = recipe.with_epochs(config, [(None, 1)])
         results = recipe.train(
             config, Runtime(output_dir=output, device="cpu", num_workers=0, seed=3)
         )

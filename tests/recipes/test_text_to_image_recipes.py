@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from reidkit.data import ATTRIBUTE_LABELS, SyntheticCaptionedReID
-from reidkit.recipes import get_recipe, replace_field, unipt, valpat
+from reidkit.recipes import ConfigError, get_recipe, replace_field, unipt, valpat
 from reidkit.recipes.text_to_image import (
     SYNTHETIC_ATTRIBUTE_NAMES,
     TINY_TEXT_CLIP,
@@ -26,7 +26,7 @@ def test_unipt_paper_preset_is_sec_5_2() -> None:
     assert paper.clip.image_size == (384, 128)
     assert paper.data.text_length == 77  # CLIP's positions, for the paper's 100
     assert (paper.pretrain.epochs, paper.pretrain.batch_size, paper.pretrain.lr) == (15, 512, 1e-5)
-    assert paper.pretrain.warmup_fraction == 0.1
+    assert paper.pretrain.warmup_epochs / paper.pretrain.epochs == pytest.approx(0.1)
     assert paper.pretrain.mlm_weight == 1.0 and paper.pretrain.mask_probability == 0.15
     assert paper.pretrain.temperature == 1.0 and not paper.pretrain.learnable_temperature
     assert (paper.finetune.lr, paper.finetune.text_lr, paper.data.batch_size) == (1e-4, 1e-5, 64)
@@ -54,6 +54,49 @@ def test_both_stages_take_their_epochs_from_the_command_line(name: str) -> None:
     assert recipe.stage_epochs(config) == {"pretrain": 3, "finetune": 3}
     config = recipe.with_epochs(recipe.presets["tiny"], [("pretrain", 0)])
     assert recipe.stage_epochs(config)["pretrain"] == 0
+
+
+# A field of every kind of check of the two recipes, out of range, and the message naming it.
+OUT_OF_RANGE = [
+    ("unipt", "data.text_length", 2, r"^data\.text_length must be an integer >= 3, got 2"),
+    ("unipt", "data.dataset", "", r"^data\.dataset must name a data set"),
+    ("unipt", "pseudo.captions", "texts.json", r"^pseudo\.captions and images go together"),
+    ("unipt", "pseudo.corruption_probability", 1.5, r"^pseudo\.corruption_probability must be"),
+    ("unipt", "embed_dim", 0, r"^embed_dim must be an integer >= 1, got 0"),
+    ("unipt", "pretrain.epochs", -1, r"^pretrain\.epochs must be an integer >= 0, got -1"),
+    ("unipt", "pretrain.warmup_epochs", 6, r"^pretrain\.warmup_epochs must be < epochs \(6\)"),
+    ("unipt", "pretrain.mask_probability", 0.0, r"^pretrain\.mask_probability must be in \(0, 1\]"),
+    ("unipt", "pretrain.temperature", 0.0, r"^pretrain\.temperature must be a finite number > 0"),
+    ("unipt", "finetune.epochs", 0, r"^finetune\.epochs must be an integer >= 1, got 0"),
+    ("unipt", "finetune.warmup_epochs", 6, r"^finetune\.warmup_epochs must be < epochs \(6\)"),
+    ("unipt", "finetune.negatives", "random", r"^finetune\.negatives must be one of"),
+    ("unipt", "finetune.label_smoothing", 1.0, r"^finetune\.label_smoothing must be in \[0, 1\)"),
+    ("valpat", "reid.root", "/data/duke", r"^reid\.root needs a dataset"),
+    ("valpat", "pretrain.start_lr", 1.0, r"^pretrain\.start_lr must be in \(0, 0\.001\]"),
+    ("valpat", "pretrain.queue_size", 0, r"^pretrain\.queue_size must be an integer >= 1"),
+    ("valpat", "pretrain.momentum", 1.5, r"^pretrain\.momentum must be in \[0, 1\]"),
+    ("valpat", "pretrain.soft_weight", -0.1, r"^pretrain\.soft_weight must be in \[0, 1\]"),
+    ("valpat", "pretrain.attribute_weight", -1.0, r"^pretrain\.attribute_weight must be a finite"),
+]
+
+
+@pytest.mark.parametrize(("name", "path", "value", "message"), OUT_OF_RANGE)
+def test_a_value_out_of_range_is_refused_naming_the_field(
+    name: str, path: str, value: object, message: str
+) -> None:
+    config = get_recipe(name).presets["tiny"]
+    if path == "reid.root":
+        config = replace_field(config, "reid.dataset", None)
+    with pytest.raises(ConfigError, match=message) as error:
+        replace_field(config, path, value)
+    assert error.value.key == path
+
+
+def test_a_stage_of_zero_epochs_needs_no_shorter_warm_up() -> None:
+    # pretrain=0 is the "no pre-training" baseline: its warm-up is not checked
+    for name in ("unipt", "valpat"):
+        config = replace_field(get_recipe(name).presets["paper"], "pretrain.epochs", 0)
+        assert config.pretrain.warmup_epochs > 0
 
 
 def test_what_reidkit_cannot_do_is_refused_with_the_reason() -> None:
