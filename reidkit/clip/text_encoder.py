@@ -129,8 +129,8 @@ class CLIPTextEncoder(nn.Module):
             )
         self.causal = causal
         self.num_heads: int = tower.transformer.resblocks[0].attn.num_heads
-        self.width = self.positional_embedding.shape[1]
-        self.context_length = self.positional_embedding.shape[0]
+        self.width: int = self.positional_embedding.shape[1]
+        self.context_length: int = self.positional_embedding.shape[0]
         self.checkpoint_activations = checkpoint_activations
         self.chunk_size = chunk_size
 
