@@ -37,6 +37,8 @@ _ARCHIVE_METADATA = ("input_resolution", "context_length", "vocab_size")
 _REPORTED_KEYS = 5
 
 Tokenizer: TypeAlias = open_clip.SimpleTokenizer | HFTokenizer
+CLIPModel: TypeAlias = open_clip.CLIP | open_clip.CustomTextCLIP
+"""What :func:`load_clip` builds (open_clip's models carry no type information)."""
 
 
 def load_clip(
@@ -47,7 +49,7 @@ def load_clip(
     device: str | torch.device | None = None,
     precision: str = "fp32",
     interpolation: str = "bilinear",
-) -> tuple[nn.Module, Tokenizer]:
+) -> tuple[CLIPModel, Tokenizer]:
     """Build an open_clip CLIP model and its tokenizer, re-gridded for person images.
 
     Args:

@@ -19,13 +19,16 @@ from reidkit.downloads import is_local_file, timm_weights
 from reidkit.parts import AAformer, AAformerLoss, PartFeatures
 from reidkit.parts.objective import AAformerLossOutput
 
+Statistics = tuple[float, float, float]
+"""Per-channel pixel mean or std (RGB)."""
+
 TINY_VIT: dict[str, Any] = {"patch_size": 16, "embed_dim": 96, "depth": 4, "num_heads": 4}
 """The ViT of ``build_vit("tiny", ...)``: 4 blocks of width 96 on 16x16 patches."""
 
 
 def build_vit(
     name: str, pretrained: str | None, image_size: tuple[int, int]
-) -> tuple[nn.Module, tuple[float, ...], tuple[float, ...]]:
+) -> tuple[nn.Module, Statistics, Statistics]:
     """The ViT that AAformer converts, and the pixel mean and std its weights expect.
 
     Args:
@@ -63,7 +66,8 @@ def build_vit(
         **timm_weights(model_name, pretrained),
     )
     config = cast(dict[str, Any], model.pretrained_cfg)  # timm's models all have one
-    return model, tuple(config.get("mean", CLIP_MEAN)), tuple(config.get("std", CLIP_STD))
+    mean, std = tuple(config.get("mean", CLIP_MEAN)), tuple(config.get("std", CLIP_STD))
+    return model, cast(Statistics, mean), cast(Statistics, std)
 
 
 class AAformerReID(nn.Module):
