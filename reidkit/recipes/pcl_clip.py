@@ -325,7 +325,7 @@ class EpochBatches:
             seed=self.runtime.seed,
             pin_memory=self.device.type == "cuda",
         )
-        loader.sampler.set_epoch(self.epoch)  # type: ignore[attr-defined]  # the loader's own
+        loader.sampler.set_epoch(self.epoch)  # type: ignore[attr-defined]  # make_train_loader's
         self.model.train()
         yield from loader
 
