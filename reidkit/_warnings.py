@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+from types import FrameType
 
 import torch
 
@@ -24,7 +25,8 @@ def external_stacklevel() -> int:
 
     Call it in the argument list of the ``warnings.warn`` call itself.
     """
-    frame, level = sys._getframe(1), 1  # level 1: the function that calls warnings.warn
+    frame: FrameType | None = sys._getframe(1)
+    level = 1  # the function that calls warnings.warn
     while frame is not None and frame.f_code.co_filename.startswith(_INTERNAL_PREFIXES):
         frame, level = frame.f_back, level + 1
     return level

@@ -18,17 +18,17 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Collection
-from typing import Literal, cast, overload
+from typing import Any, Literal, TypeGuard, cast, overload
 
 import numpy as np
 import torch
 from torch import Tensor
 
-ArrayLike = Tensor | np.ndarray | list
+ArrayLike = Tensor | np.ndarray | list[Any]
 """What the functions that accept "numpy, torch or lists" take."""
 
 
-def is_integer(value: object) -> bool:
+def is_integer(value: object) -> TypeGuard[int]:
     """Whether ``value`` is a Python ``int`` (``True`` and ``False`` are not counted)."""
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -93,15 +93,16 @@ def check_number(
     """
     if optional and value is None:
         return
+    number = cast(float, value)  # compared only once known to be a numbers.Real
     valid = (
         isinstance(value, numbers.Real)
         and not isinstance(value, bool)
-        and not math.isnan(value)
-        and (not finite or math.isfinite(value))
-        and (above is None or value > above)
-        and (at_least is None or value >= at_least)
-        and (below is None or value < below)
-        and (at_most is None or value <= at_most)
+        and not math.isnan(number)
+        and (not finite or math.isfinite(number))
+        and (above is None or number > above)
+        and (at_least is None or number >= at_least)
+        and (below is None or number < below)
+        and (at_most is None or number <= at_most)
     )
     if valid:
         return

@@ -21,15 +21,21 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the recipes are imported when a command runs, to start quickly
+    from reidkit.recipes.common import Recipe
 
 PROG = "reidkit"
+Command = Callable[[argparse.ArgumentParser, argparse.Namespace], int]
+"""A subcommand: runs with its parser and the parsed arguments, returns the exit code."""
 
 
 def _train_command(args: argparse.Namespace) -> str:
     return f"{PROG} train --resume --output-dir {args.output_dir}"
 
 
-def _resolve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple:
+def _resolve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[Recipe, Any]:
     from reidkit.recipes import arguments
 
     recipe = arguments.resolve_recipe(parser, args)
@@ -160,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    def command(name: str, run: Callable, help_text: str) -> argparse.ArgumentParser:
+    def command(name: str, run: Command, help_text: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text, description=help_text)
         sub.set_defaults(run=run, parser=sub)
         return sub
@@ -241,7 +247,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif rest:
         sub.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
-        return args.run(sub, args)
+        run: Command = args.run
+        return run(sub, args)
     except KeyboardInterrupt:
         print(f"{PROG} {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -67,7 +67,8 @@ class Distance(ABC):
                 f"{tuple(y.shape)}"
             )
         try:
-            torch.broadcast_shapes(x.shape[:-2], y.shape[:-2])
+            # torch.broadcast_shapes is not annotated in torch.
+            torch.broadcast_shapes(x.shape[:-2], y.shape[:-2])  # type: ignore[no-untyped-call]
         except RuntimeError as error:
             raise ValueError(
                 f"x and y must have broadcastable leading dimensions, got {tuple(x.shape)} and "

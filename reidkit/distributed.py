@@ -247,7 +247,9 @@ def _raise_first_error(error: Exception | None) -> None:
     """
     summary = None
     if error is not None:
-        kind = next((k for k in (ValueError, TypeError) if isinstance(error, k)), RuntimeError)
+        kind: type[Exception] = next(
+            (k for k in (ValueError, TypeError) if isinstance(error, k)), RuntimeError
+        )
         message = str(error) if kind is not RuntimeError else f"{type(error).__name__}: {error}"
         summary = (kind.__name__, message)
     summaries = all_gather_object(summary)
@@ -281,6 +283,7 @@ def _agree_on_layout(tensor: Any, *, rows_may_differ: bool) -> list[int]:
     header = torch.tensor([int(error is not None), rows, checksum], device=_backend_device())
     headers = [torch.empty_like(header) for _ in range(get_world_size())]
     dist.all_gather(headers, header)
+    counts: list[int]
     failed, counts, checksums = torch.stack(headers).T.tolist()
     if any(failed):
         _raise_first_error(error)
@@ -350,7 +353,8 @@ def all_gather_with_grad(tensor: Tensor) -> Tensor:
     if not is_distributed() or get_world_size() == 1:
         _check_collective_input(tensor, needs_rows=True)
         return tensor
-    return _AllGatherWithGrad.apply(tensor)
+    gathered: Tensor = _AllGatherWithGrad.apply(tensor)
+    return gathered
 
 
 def all_gather(tensor: Tensor) -> Tensor:

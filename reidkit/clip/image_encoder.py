@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from open_clip.transformer import VisionTransformer
@@ -175,11 +176,12 @@ def class_token_attention(block: nn.Module, tokens: Tensor, map_size: tuple[int,
         raise ValueError(
             f"tokens must have shape (B, >= {1 + height * width}, width), got {tuple(tokens.shape)}"
         )
-    attention: nn.MultiheadAttention = block.attn
-    normed = block.ln_1(tokens)
+    attention = cast(nn.MultiheadAttention, block.attn)
+    normed: Tensor = cast(nn.Module, block.ln_1)(tokens)
     if not attention.batch_first:
         normed = normed.transpose(0, 1)
     query = normed[:1] if not attention.batch_first else normed[:, :1]
+    weights: Tensor
     _, weights = attention(query, normed, normed, need_weights=True, average_attn_weights=True)
     patch_weights = weights[:, 0, 1 : 1 + height * width]
     return patch_weights.reshape(tokens.shape[0], height, width, 1)

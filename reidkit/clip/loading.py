@@ -16,7 +16,7 @@ import pickle
 import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import open_clip
 import torch
@@ -36,7 +36,9 @@ _LOW_PRECISION = {"fp16": torch.float16, "bf16": torch.bfloat16}
 _ARCHIVE_METADATA = ("input_resolution", "context_length", "vocab_size")
 _REPORTED_KEYS = 5
 
-Tokenizer = open_clip.SimpleTokenizer | HFTokenizer
+Tokenizer: TypeAlias = open_clip.SimpleTokenizer | HFTokenizer
+CLIPModel: TypeAlias = open_clip.CLIP | open_clip.CustomTextCLIP
+"""What :func:`load_clip` builds (open_clip's models carry no type information)."""
 
 
 def load_clip(
@@ -47,7 +49,7 @@ def load_clip(
     device: str | torch.device | None = None,
     precision: str = "fp32",
     interpolation: str = "bilinear",
-) -> tuple[nn.Module, Tokenizer]:
+) -> tuple[CLIPModel, Tokenizer]:
     """Build an open_clip CLIP model and its tokenizer, re-gridded for person images.
 
     Args:
@@ -87,10 +89,15 @@ def load_clip(
 
     def regrid(model: nn.Module) -> None:
         if image_size is not None or stride is not None:
-            size = model.visual.image_size if image_size is None else image_size
-            resize_visual_grid(model.visual, size, stride, interpolation)
+            visual: Any = model.visual  # open_clip's vision tower
+            size = visual.image_size if image_size is None else image_size
+            resize_visual_grid(visual, size, stride, interpolation)
 
-    if _is_pretrained_tag(name, pretrained):
+    if (
+        isinstance(name, str)
+        and isinstance(pretrained, str)
+        and _is_pretrained_tag(name, pretrained)
+    ):
         model = _load_pretrained_tag(name, pretrained, precision)
         regrid(model)
     else:
@@ -116,23 +123,22 @@ def _build_offline(
     regrid: Callable[[nn.Module], None],
 ) -> nn.Module:
     """Random or local weights: build in float32, load, re-grid, then cast."""
-    state_dict = None
-    if pretrained is not None:
-        state_dict, from_archive = _read_checkpoint(Path(pretrained))
+    path = None if pretrained is None else Path(pretrained)
+    state_dict: dict[str, Tensor] = {}
+    if path is not None:
+        state_dict, from_archive = _read_checkpoint(path)
         if from_archive:
             config.setdefault("quick_gelu", True)
     model = _instantiate(config, precision)
-    if state_dict is not None:
-        _load_at_matching_resolution(model, state_dict, Path(pretrained), regrid)
+    if path is not None:
+        _load_at_matching_resolution(model, state_dict, path, regrid)
     regrid(model)
     _cast_to_precision(model, precision)
     return model
 
 
-def _is_pretrained_tag(name: str | Mapping[str, Any], pretrained: str | Path | None) -> bool:
-    if not isinstance(pretrained, str) or Path(pretrained).is_file():
-        return False
-    if isinstance(name, Mapping):
+def _is_pretrained_tag(name: str, pretrained: str) -> bool:
+    if Path(pretrained).is_file():
         return False
     return pretrained in open_clip.list_pretrained_tags_by_model(name)
 
@@ -140,12 +146,13 @@ def _is_pretrained_tag(name: str | Mapping[str, Any], pretrained: str | Path | N
 def _load_pretrained_tag(name: str, tag: str, precision: str) -> nn.Module:
     """open_clip's model with the weights of ``tag``, read from a file on disk."""
     tag_config = open_clip.get_pretrained_cfg(name, tag)
-    return open_clip.create_model(
+    model: nn.Module = open_clip.create_model(
         name,
         pretrained=str(open_clip_weights(name, tag)),
         precision=precision,
         force_quick_gelu=bool(tag_config.get("quick_gelu", False)),
     )
+    return model
 
 
 def _model_config(name: str | Mapping[str, Any]) -> dict[str, Any]:
@@ -155,10 +162,10 @@ def _model_config(name: str | Mapping[str, Any]) -> dict[str, Any]:
         if missing:
             raise ValueError(f"name as a model config must have the keys {missing}")
         return config
-    config = open_clip.get_model_config(name)
-    if config is None:
+    known: dict[str, Any] | None = open_clip.get_model_config(name)
+    if known is None:
         raise ValueError(f"name must be an open_clip model name or a config mapping, got {name!r}")
-    return config
+    return known
 
 
 def _instantiate(config: dict[str, Any], precision: str) -> nn.Module:
@@ -167,9 +174,10 @@ def _instantiate(config: dict[str, Any], precision: str) -> nn.Module:
     custom_text = config.pop("custom_text", False) or "hf_model_name" in config["text_cfg"]
     model_class = open_clip.CustomTextCLIP if custom_text else open_clip.CLIP
     try:
-        return model_class(**config, cast_dtype=open_clip.get_cast_dtype(precision))
+        model: nn.Module = model_class(**config, cast_dtype=open_clip.get_cast_dtype(precision))
     except TypeError as error:
         raise ValueError(f"name: open_clip does not understand the model config: {error}") from None
+    return model
 
 
 def _cast_to_precision(model: nn.Module, precision: str) -> None:
@@ -182,11 +190,14 @@ def _cast_to_precision(model: nn.Module, precision: str) -> None:
 def _read_checkpoint(path: Path) -> tuple[dict[str, Tensor], bool]:
     """Return the checkpoint's state dict and whether it came from a TorchScript archive."""
     from_archive = _is_torchscript_archive(path)
+    state_dict: Any  # whatever the file holds, checked below
     try:
         if path.suffix == ".safetensors":
             state_dict = load_safetensors(path.read_bytes())
         elif from_archive:
-            state_dict = torch.jit.load(str(path), map_location="cpu").state_dict()
+            # torch.jit.load is not annotated in torch.
+            archive = torch.jit.load(str(path), map_location="cpu")  # type: ignore[no-untyped-call]
+            state_dict = archive.state_dict()
         else:
             state_dict = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, SafetensorError) as error:

@@ -101,6 +101,7 @@ class TokenMasking(nn.Module):
         self.excluded_ids = tuple(excluded)
         allowed = torch.ones(vocab_size, dtype=torch.bool)
         allowed[list(excluded)] = False
+        self.drawable_ids: Tensor
         self.register_buffer("drawable_ids", allowed.nonzero().squeeze(1), persistent=False)
         self.mask_embedding = nn.Parameter(torch.empty(width))
         nn.init.normal_(self.mask_embedding, std=0.02)

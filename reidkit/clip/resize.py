@@ -11,6 +11,8 @@ embedding becomes a convolution with the same kernel and the new stride, and the
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from einops import rearrange
@@ -147,7 +149,7 @@ def _restrided_conv(conv: nn.Conv2d, stride: tuple[int, int]) -> nn.Conv2d:
     restrided = nn.Conv2d(
         conv.in_channels,
         conv.out_channels,
-        kernel_size=conv.kernel_size,
+        kernel_size=cast(tuple[int, int], conv.kernel_size),
         stride=stride,
         bias=conv.bias is not None,
         device=conv.weight.device,

@@ -15,7 +15,7 @@ head).
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -43,7 +43,7 @@ class TextFeatures(NamedTuple):
     hidden: Tensor
 
 
-def text_tower(clip_model: nn.Module) -> nn.Module:
+def text_tower(clip_model: nn.Module) -> Any:
     """The module that holds a CLIP model's text transformer and its embeddings.
 
     open_clip keeps them on the model itself (``CLIP``) or on ``model.text``
@@ -53,7 +53,7 @@ def text_tower(clip_model: nn.Module) -> nn.Module:
         clip_model: an open_clip ``CLIP`` or ``CustomTextCLIP``.
 
     Returns:
-        The model or its ``text`` submodule.
+        The model or its ``text`` submodule (open_clip's modules carry no type information).
     """
     text = getattr(clip_model, "text", None)
     tower = text if isinstance(text, nn.Module) else clip_model
@@ -108,26 +108,29 @@ class CLIPTextEncoder(nn.Module):
         if not isinstance(causal, bool):
             raise ValueError(f"causal must be a bool, got {causal!r}")
         tower = text_tower(clip_model)
-        self.transformer = tower.transformer
-        self.positional_embedding = tower.positional_embedding
-        self.ln_final = tower.ln_final
-        self.text_projection = tower.text_projection
+        self.transformer: Any = tower.transformer  # open_clip's Transformer
+        self.positional_embedding: Tensor = tower.positional_embedding
+        self.ln_final: nn.Module = tower.ln_final
+        self.text_projection: Tensor | nn.Linear | None = tower.text_projection
+        self.attn_mask: Tensor | None
         self.register_buffer("attn_mask", tower.attn_mask if causal else None, persistent=False)
         self.pool_type = getattr(tower, "text_pool_type", getattr(tower, "pool_type", "argmax"))
-        self.eos_id = getattr(tower, "text_eos_id", getattr(tower, "eos_id", None))
+        self.eos_id: int | None = getattr(tower, "text_eos_id", getattr(tower, "eos_id", None))
         if self.pool_type not in POOL_TYPES:
             raise ValueError(
                 f"clip_model: text pooling must be one of {POOL_TYPES}, got {self.pool_type!r}"
             )
+        if self.pool_type == "eos" and self.eos_id is None:
+            raise ValueError("clip_model: a text tower pooled at 'eos' must have an eos_id")
         if not causal and self.pool_type not in ("argmax", "eos"):
             raise ValueError(
                 "causal=False needs a text tower pooled at the end-of-text token ('argmax' or "
                 f"'eos') to tell the padding, got pooling {self.pool_type!r}"
             )
         self.causal = causal
-        self.num_heads = tower.transformer.resblocks[0].attn.num_heads
-        self.width = self.positional_embedding.shape[1]
-        self.context_length = self.positional_embedding.shape[0]
+        self.num_heads: int = tower.transformer.resblocks[0].attn.num_heads
+        self.width: int = self.positional_embedding.shape[1]
+        self.context_length: int = self.positional_embedding.shape[0]
         self.checkpoint_activations = checkpoint_activations
         self.chunk_size = chunk_size
 
@@ -163,7 +166,7 @@ class CLIPTextEncoder(nn.Module):
         chunks = [
             self._encode(chunk, ids)
             for chunk, ids in zip(
-                embeddings.split(self.chunk_size), token_ids.split(self.chunk_size)
+                torch.split(embeddings, self.chunk_size), torch.split(token_ids, self.chunk_size)
             )
         ]
         return TextFeatures(*(torch.cat(parts) for parts in zip(*chunks)))
@@ -185,7 +188,8 @@ class CLIPTextEncoder(nn.Module):
         if cut and self.pool_type in ("argmax", "eos"):
             length = int(self.pooled_positions(token_ids).max()) + 1
             embeddings, token_ids = embeddings[:, :length], token_ids[:, :length]
-        return self(embeddings, token_ids)
+        features: TextFeatures = self(embeddings, token_ids)
+        return features
 
     def _encode(self, embeddings: Tensor, token_ids: Tensor) -> TextFeatures:
         length = embeddings.shape[1]
@@ -251,7 +255,7 @@ class CLIPTextEncoder(nn.Module):
         """
         if self.pool_type == "argmax":
             return token_ids.argmax(dim=-1)
-        if self.pool_type == "eos":
+        if self.pool_type == "eos" and self.eos_id is not None:  # __init__ checks eos_id
             return (token_ids == self.eos_id).int().argmax(dim=-1)
         last = token_ids.shape[1] - 1 if self.pool_type == "last" else 0
         return torch.full_like(token_ids[:, 0], last)
@@ -260,5 +264,6 @@ class CLIPTextEncoder(nn.Module):
         if self.text_projection is None:
             return features
         if isinstance(self.text_projection, nn.Linear):
-            return self.text_projection(features)
+            projected: Tensor = self.text_projection(features)
+            return projected
         return features @ self.text_projection

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import partial
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -27,7 +28,8 @@ def check_layer_indices(transformer: nn.Module, return_layers: Sequence[int]) ->
     Returns:
         The indices in ``[0, depth)``, in the given order.
     """
-    depth = len(transformer.resblocks)
+    blocks = cast(nn.ModuleList, transformer.resblocks)
+    depth = len(blocks)
     indices = []
     for index in return_layers:
         if not checks.is_integer(index) or not -depth <= index < depth:
@@ -62,7 +64,8 @@ def run_transformer(
     sequence_first = not getattr(transformer, "batch_first", False)
     x = tokens.transpose(0, 1).contiguous() if sequence_first else tokens
     outputs: dict[int, Tensor] = {}
-    for index, block in enumerate(transformer.resblocks):
+    blocks = cast(nn.ModuleList, transformer.resblocks)
+    for index, block in enumerate(blocks):
         step = partial(block, attn_mask=attn_mask)
         if checkpoint_activations and torch.is_grad_enabled():
             x = checkpoint(step, x, use_reentrant=False)

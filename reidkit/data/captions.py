@@ -11,7 +11,7 @@ gender ("they").
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -65,8 +65,14 @@ def compose_captions(
 
 
 def _caption(attributes: AttributeValues, template: str, rng: np.random.Generator) -> str:
+    def words_of(name: str) -> tuple[str, ...]:
+        value = attributes[name]
+        if value is None:
+            raise ValueError(f"attributes[{name!r}] is None (not visible): it has no words")
+        return ATTRIBUTE_SPECS[name].words[value]
+
     def word(name: str) -> str:
-        return _draw(rng, ATTRIBUTE_SPECS[name].words[attributes[name]])
+        return _draw(rng, words_of(name))
 
     upper = f"{word('sleeve_length')} {word('upper_pattern')} {word('upper_colour')}"
     lower = f"{word('lower_colour')} {word('lower_garment')}"
@@ -83,12 +89,12 @@ def _caption(attributes: AttributeValues, template: str, rng: np.random.Generato
         shoes=f"{word('shoe_colour')} {_draw(rng, NOUNS['shoes'])}",
         hair=hair,
     )
-    optional = {
+    optional: dict[str, Callable[[], str]] = {
         "hat": lambda: _with_article(f"{word('hat')} {_draw(rng, NOUNS['hat'])}"),
         "bag": lambda: _with_article(word("bag")),
     }
     for name, phrase in optional.items():
-        if ATTRIBUTE_SPECS[name].words[attributes[name]]:
+        if words_of(name):
             text += " " + _draw(rng, OPTIONAL_SENTENCES[name]).format(**{name: phrase()})
     return text
 

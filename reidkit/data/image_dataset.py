@@ -11,7 +11,7 @@ from torch.utils.data import Dataset
 from reidkit.data.splits import ReIDRecord
 
 
-class ReIDImageDataset(Dataset):
+class ReIDImageDataset(Dataset[tuple[Any, int, int, str]]):
     """Loads the images of a split and applies a transform.
 
     Args:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import random
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import torch
@@ -26,6 +26,7 @@ from reidkit.data.splits import ReIDRecord
 from reidkit.distributed import get_rank, get_world_size
 
 Transform = Callable[[Image.Image], Any]
+ItemT_co = TypeVar("ItemT_co", covariant=True)
 _AUGMENTATION_STREAM = 0x5EED  # tells the augmentation seeds apart from the sampler's draws
 
 
@@ -54,17 +55,25 @@ def _seeded_generators(seed: int) -> Iterator[None]:
             torch.set_rng_state(cpu)
 
 
-class _SeededItems(Dataset):
+class _Items(Protocol[ItemT_co]):
+    """A map-style dataset with a length."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> ItemT_co: ...
+
+
+class _SeededItems(Dataset[ItemT_co]):
     """``dataset`` read at ``(index, seed)`` keys: the item's transform draws from generators
     seeded with ``seed``, in whichever process reads it."""
 
-    def __init__(self, dataset: ReIDImageDataset) -> None:
+    def __init__(self, dataset: _Items[ItemT_co]) -> None:
         self.dataset = dataset
 
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, key: tuple[int, int]) -> Any:
+    def __getitem__(self, key: tuple[int, int]) -> ItemT_co:
         index, seed = key
         with _seeded_generators(seed):
             return self.dataset[index]
@@ -113,7 +122,7 @@ def make_train_loader(
     num_workers: int = 0,
     seed: int = 0,
     pin_memory: bool = False,
-) -> DataLoader:
+) -> DataLoader[tuple[Any, int, int, str]]:
     """A loader of ``P × K`` batches over a train split.
 
     Batches are ``(images, pids, camids, paths)`` with ``images`` of shape
@@ -154,7 +163,7 @@ def make_test_loader(
     batch_size: int = 128,
     num_workers: int = 0,
     pin_memory: bool = False,
-) -> DataLoader:
+) -> DataLoader[tuple[Any, int, int, str]]:
     """A loader over the query images followed by the gallery images, in order.
 
     The first ``len(query)`` items are the queries; the features extracted from it split as
@@ -177,7 +186,9 @@ def make_test_loader(
     )
 
 
-def make_feature_loader(*tensors: Tensor, batch_size: int, seed: int = 0) -> DataLoader:
+def make_feature_loader(
+    *tensors: Tensor, batch_size: int, seed: int = 0
+) -> DataLoader[tuple[Tensor, ...]]:
     """A shuffling loader over tensors cached once, e.g. a frozen encoder's features.
 
     The stages that train prompts against fixed image features (CLIP-ReID and MMPL stage 1)
@@ -199,6 +210,8 @@ def make_feature_loader(*tensors: Tensor, batch_size: int, seed: int = 0) -> Dat
         raise ValueError(f"tensors must share their first dimension, got shapes {lengths}")
     dataset = TensorDataset(*tensors)
     if get_world_size() > 1:
-        sampler = DistributedSampler(dataset, get_world_size(), get_rank(), seed=seed)
+        sampler: DistributedSampler[int] = DistributedSampler(
+            dataset, get_world_size(), get_rank(), seed=seed
+        )
         return DataLoader(dataset, batch_size=batch_size, sampler=sampler)
     return DataLoader(dataset, batch_size=batch_size, shuffle=True)

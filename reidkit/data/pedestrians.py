@@ -20,11 +20,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TypeVar
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 Colour = tuple[int, int, int]
+OptionT = TypeVar("OptionT")
 
 CLOTHING_PALETTE: tuple[Colour, ...] = (
     (20, 20, 24),  # black
@@ -93,13 +95,14 @@ CUE_SIZE = 0.12
 """Side of a local cue's square as a fraction of the body height (every cue has this area)."""
 
 
-def _pick(rng: np.random.Generator, options: tuple) -> object:
+def _pick(rng: np.random.Generator, options: tuple[OptionT, ...]) -> OptionT:
     return options[int(rng.integers(len(options)))]
 
 
 def _jitter(rng: np.random.Generator, colour: Colour, amount: int) -> Colour:
     shifted = np.clip(np.asarray(colour) + rng.integers(-amount, amount + 1, size=3), 0, 255)
-    return tuple(int(c) for c in shifted)
+    red, green, blue = (int(c) for c in shifted)
+    return red, green, blue
 
 
 @dataclass(frozen=True)
@@ -173,6 +176,11 @@ class PedestrianIdentity:
         )
 
 
+def _three_floats(values: np.ndarray) -> tuple[float, float, float]:
+    first, second, third = (float(value) for value in values)
+    return first, second, third
+
+
 @dataclass(frozen=True)
 class CameraStyle:
     """Appearance that belongs to the camera: scene and sensor."""
@@ -196,7 +204,7 @@ class CameraStyle:
             texture=_pick(rng, BACKGROUND_TEXTURES),
             horizon=float(rng.uniform(0.45, 0.75)),
             gain=float(rng.uniform(0.75, 1.2)),
-            colour_cast=tuple(float(c) for c in rng.uniform(0.9, 1.1, size=3)),
+            colour_cast=_three_floats(rng.uniform(0.9, 1.1, size=3)),
             noise_std=float(rng.uniform(2.0, 8.0)),
             blur_radius=float(rng.uniform(0.0, 1.2)),
             texture_seed=int(rng.integers(2**31)),

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar, cast
 
 ReIDRecord = tuple[str, int, int]
 """One image: ``(path, pid, camid)``, with ``camid`` 0-based."""
 
-RecordT = TypeVar("RecordT", bound=tuple)
+RecordT = TypeVar("RecordT", bound=tuple[Any, ...])
 
 
 def relabel_identities(records: Sequence[RecordT]) -> list[RecordT]:
@@ -36,8 +36,8 @@ def relabel_identities(records: Sequence[RecordT]) -> list[RecordT]:
 def _with_pid(record: RecordT, pid: int) -> RecordT:
     """``record`` with its second field replaced by ``pid`` (named tuples keep their type)."""
     if hasattr(record, "_replace"):
-        return record._replace(pid=pid)
-    return (record[0], pid, *record[2:])
+        return cast(RecordT, record._replace(pid=pid))
+    return cast(RecordT, (record[0], pid, *record[2:]))
 
 
 def locate_dataset_root(

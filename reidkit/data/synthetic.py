@@ -14,7 +14,7 @@ import os
 import shutil
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -209,11 +209,11 @@ class SyntheticReID(Market1501):
             num_train_ids=num_train_ids,
             num_test_ids=num_test_ids,
             num_cameras=num_cameras,
-            cameras_per_id=tuple(cameras_per_id),
+            cameras_per_id=cast(tuple[int, int], tuple(cameras_per_id)),
             images_per_camera=images_per_camera,
             num_distractors=num_distractors,
             num_junk=num_junk,
-            image_size=tuple(image_size),
+            image_size=cast(tuple[int, int], tuple(image_size)),
             occlusion_probability=occlusion_probability,
             seed=seed,
             variant=variant,
@@ -235,7 +235,7 @@ def _is_complete(folder: Path, config: SyntheticConfig) -> bool:
     manifest = folder / MANIFEST_NAME
     if not manifest.is_file():
         return False
-    recorded = json.loads(manifest.read_text())
+    recorded: dict[str, Any] = json.loads(manifest.read_text())
     return recorded.get("version") == GENERATOR_VERSION and recorded.get("config") == json.loads(
         json.dumps(config.cache_key())
     )

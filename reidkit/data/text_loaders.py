@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -49,7 +49,7 @@ CAPTION_MODES = ("each", "random")
 """One item per caption, or one per image with a caption drawn per epoch."""
 
 
-class ImageTextDataset(Dataset):
+class ImageTextDataset(Dataset[dict[str, Any]]):
     """Items of captioned images: views of the image, one caption's tokens, the labels.
 
     Args:
@@ -76,8 +76,8 @@ class ImageTextDataset(Dataset):
             raise ValueError("records must give every image at least one caption")
         self.records = list(records)
         self.images = ReIDImageDataset([(r.path, r.pid, r.camid) for r in self.records])
-        self.views = None if callable(transforms) else list(transforms)
-        self.transforms = [transforms] if self.views is None else self.views
+        self.views: list[Transform] | None = None if callable(transforms) else list(transforms)
+        self.transforms = [cast(Transform, transforms)] if self.views is None else self.views
         self.tokenize = tokenize
         self.captions = captions
         self.items = (
@@ -85,7 +85,7 @@ class ImageTextDataset(Dataset):
             if captions == "each"
             else [(index, None) for index in range(len(self.records))]
         )
-        self.attribute_labels = None
+        self.attribute_labels: Tensor | None = None
         if attribute_labels is not None:
             labels = torch.as_tensor(np.asarray(attribute_labels), dtype=torch.float32)
             if labels.dim() != 2 or labels.shape[0] != len(self.records):
@@ -119,9 +119,9 @@ class ImageTextDataset(Dataset):
 class _ShuffleWithSeeds(Sampler[tuple[int, int]]):
     """A distributed shuffle of the items, each index with its augmentation seed."""
 
-    def __init__(self, dataset: Dataset, seed: int, drop_last: bool) -> None:
+    def __init__(self, dataset: Dataset[Any], seed: int, drop_last: bool) -> None:
         self.seed = seed
-        self.shuffle = DistributedSampler(
+        self.shuffle: DistributedSampler[int] = DistributedSampler(
             dataset, get_world_size(), get_rank(), shuffle=True, seed=seed, drop_last=drop_last
         )
 
@@ -149,7 +149,7 @@ def make_image_text_loader(
     num_workers: int = 0,
     pin_memory: bool = False,
     drop_last: bool = True,
-) -> DataLoader:
+) -> DataLoader[dict[str, Any]]:
     """A shuffling loader of ``dataset``'s items in batches of dicts (see the module).
 
     Call ``loader.sampler.set_epoch(epoch)`` before each epoch (as

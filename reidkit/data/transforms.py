@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from PIL import Image, ImageFilter
 from torchvision import transforms as T
@@ -62,7 +63,7 @@ def build_train_transforms(
             raise ValueError(f"{name}={value}; expected a probability in [0, 1]")
     if padding < 0:
         raise ValueError(f"padding={padding}; expected >= 0")
-    steps: list = [
+    steps: list[Callable[..., Any]] = [
         T.Resize((height, width), interpolation=T.InterpolationMode.BICUBIC),
         T.RandomHorizontalFlip(flip_probability),
     ]

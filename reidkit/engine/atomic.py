@@ -51,7 +51,7 @@ def _fsync_directory(directory: Path) -> None:
         os.close(descriptor)
 
 
-def _atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
+def _atomic_write(path: str | Path, write: Callable[[IO[bytes]], object]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor, temporary = _create_temporary(path)

@@ -28,7 +28,9 @@ ValueT = TypeVar("ValueT")
 
 
 def stage_value(
-    text: str, read: Callable[[str], ValueT] = int, what: str = "N"
+    text: str,
+    read: Callable[[str], ValueT] = int,  # type: ignore[assignment]  # python/mypy#3737
+    what: str = "N",
 ) -> tuple[str | None, ValueT]:
     """``"prompts=3"`` as ``("prompts", 3)``, ``"3"`` as ``(None, 3)`` (every stage).
 

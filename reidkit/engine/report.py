@@ -36,7 +36,7 @@ import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -92,7 +92,8 @@ def environment_info() -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "world_size": get_world_size(),
         "cuda": torch.version.cuda,
-        "cudnn": torch.backends.cudnn.version() if torch.cuda.is_available() else None,
+        # cudnn.version is not annotated in torch.
+        "cudnn": torch.backends.cudnn.version() if torch.cuda.is_available() else None,  # type: ignore[no-untyped-call]
         "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
     }
     return info
@@ -128,7 +129,7 @@ class RunReport:
     def _stage(self, stage: str) -> dict[str, Any]:
         if not isinstance(stage, str) or not stage:
             raise ValueError(f"stage must be a non-empty string, got {stage!r}")
-        return self.data["stages"].setdefault(
+        return cast(dict[str, dict[str, Any]], self.data["stages"]).setdefault(
             stage, {"epochs": [], "evaluations": [], "time_s": 0.0}
         )
 
@@ -158,7 +159,7 @@ class RunReport:
     @property
     def best(self) -> dict[str, Any] | None:
         """The best evaluation so far (see :meth:`set_best`), or ``None``."""
-        return self.data["best"]
+        return cast("dict[str, Any] | None", self.data["best"])
 
     def set_best(
         self,

@@ -33,6 +33,7 @@ from bisect import bisect_right
 from collections.abc import Sequence
 from typing import ClassVar
 
+from torch import Tensor
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
@@ -73,7 +74,7 @@ class _WarmupScheduler(LRScheduler, ABC):
     def decay_factor(self, epoch: int) -> float:
         """The multiplier after the warm-up, at 0-based epoch ``epoch``."""
 
-    def get_lr(self) -> list[float]:
+    def get_lr(self) -> list[float | Tensor]:
         factor = self.factor(max(self.last_epoch, 0))
         return [base_lr * factor for base_lr in self.base_lrs]
 

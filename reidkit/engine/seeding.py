@@ -7,7 +7,7 @@ augmentation code and libraries draw from when they are not handed a ``Generator
 from __future__ import annotations
 
 import random
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -54,7 +54,10 @@ def capture_rng_state() -> dict[str, Any]:
          "cuda": [uint8 tensor per device]}          # only where CUDA is available
     """
     version, internal, gauss_next = random.getstate()
-    algorithm, key, position, has_gauss, cached_gaussian = np.random.get_state()  # noqa: NPY002
+    algorithm, key, position, has_gauss, cached_gaussian = cast(
+        tuple[str, np.ndarray, int, int, float],
+        np.random.get_state(),  # noqa: NPY002
+    )
     state: dict[str, Any] = {
         "python": {
             "version": version,

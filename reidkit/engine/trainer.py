@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor
@@ -50,7 +50,10 @@ def _split_step_output(output: StepOutput) -> tuple[Tensor, dict[str, Tensor | f
     if isinstance(output, Tensor):
         loss, metrics = output, {}
     elif isinstance(output, Mapping) and isinstance(output.get("loss"), Tensor):
-        loss, metrics = output["loss"], {k: v for k, v in output.items() if k != "loss"}
+        loss, metrics = (
+            cast(Tensor, output["loss"]),
+            {k: v for k, v in output.items() if k != "loss"},
+        )
     else:
         raise ValueError(
             "the step function must return a scalar loss tensor or a mapping with a 'loss' tensor"
@@ -110,7 +113,7 @@ class Trainer:
         self.skip_nonfinite = skip_nonfinite
         self.skipped_steps = 0
 
-    def autocast(self) -> contextlib.AbstractContextManager:
+    def autocast(self) -> contextlib.AbstractContextManager[None]:
         """The autocast context of the forward pass (a no-op context without AMP)."""
         if not self.amp:
             return contextlib.nullcontext()
@@ -144,7 +147,7 @@ class Trainer:
         if self.skip_nonfinite and self._loss_is_nonfinite(loss):
             self.skipped_steps += 1
             return False
-        self.scaler.scale(loss).backward()
+        self.scaler.scale(loss).backward()  # type: ignore[no-untyped-call]  # unannotated in torch
         if self.grad_clip_norm is not None:
             for optimizer in self.optimizers:
                 self.scaler.unscale_(optimizer)

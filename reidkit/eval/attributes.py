@@ -60,7 +60,10 @@ class AttributeResult:
 
 
 def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
-    return np.divide(numerator, denominator, out=np.zeros(numerator.shape), where=denominator > 0)
+    ratio: np.ndarray = np.divide(
+        numerator, denominator, out=np.zeros(numerator.shape), where=denominator > 0
+    )
+    return ratio
 
 
 def evaluate_attributes(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -151,12 +152,13 @@ def _ids_like(name: str, values: ArrayLike, length: int, earlier: list[IdArray])
 
 def _concatenate(batches: list[IdArray]) -> IdArray:
     """The ids of every batch, all of one kind (see :meth:`ReIDEvaluator.update`)."""
-    return torch.cat(batches) if isinstance(batches[0], Tensor) else np.concatenate(batches)
+    tensors = [batch for batch in batches if isinstance(batch, Tensor)]
+    return torch.cat(tensors) if tensors else np.concatenate(batches)
 
 
 def evaluate_model(
     model: nn.Module | Callable[[Tensor], Tensor],
-    loader: Iterable[Sequence],
+    loader: Iterable[Sequence[Any]],
     num_query: int,
     *,
     metric: str | Distance = "cosine",

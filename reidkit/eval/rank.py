@@ -133,9 +133,9 @@ def _evaluate(
     q_pids_t, g_pids_t = validation.as_paired_labels(
         pid_names, q_pids, g_pids, (num_q, num_g), device
     )
-    use_cams = q_camids is not None and g_camids is not None
-    if use_cams:
-        q_cams_t, g_cams_t = validation.as_paired_labels(
+    cams = None
+    if q_camids is not None and g_camids is not None:
+        cams = validation.as_paired_labels(
             ("q_camids", "g_camids"), q_camids, g_camids, (num_q, num_g), device
         )
     checks.check_integer("max_rank", max_rank, 1)
@@ -145,7 +145,8 @@ def _evaluate(
 
     groups = IdentityGroups(q_pids_t, g_pids_t)
     is_match = groups.valid
-    if use_cams:
+    if cams is not None:
+        q_cams_t, g_cams_t = cams
         is_match = is_match & (g_cams_t[groups.index] != q_cams_t[:, None])
     ap_sum = inp_sum = 0.0
     num_valid = 0

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from reidkit.checks import ArrayLike
 from reidkit.data import TextToImageProtocol, make_test_loader
+from reidkit.data.loaders import Transform
 from reidkit.distances import DotProductSimilarity
 from reidkit.eval.rank import RankResult, _evaluate
 from reidkit.retrieval import extract_features
@@ -58,7 +59,7 @@ def evaluate_t2i_model(
     encode_image: nn.Module | Callable[[Tensor], Tensor],
     encode_text: Callable[[Tensor], Tensor],
     protocol: TextToImageProtocol,
-    image_transform: Callable,
+    image_transform: Transform,
     tokenize: Callable[[Sequence[str]], Tensor],
     device: torch.device | str = "cpu",
     *,

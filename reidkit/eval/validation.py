@@ -81,9 +81,10 @@ def as_paired_labels(
         as_ids(name, values, length)
         for name, values, length in zip(names, (query, gallery), lengths)
     ]
+    query_ids, gallery_ids = ids
+    if isinstance(query_ids, Tensor) and isinstance(gallery_ids, Tensor):  # integers on both sides
+        return query_ids.to(device), gallery_ids.to(device)
     kinds = [id_kind(i) for i in ids]
-    if kinds == ["integer", "integer"]:
-        return ids[0].to(device), ids[1].to(device)
     if "object" not in kinds and kinds[0] != kinds[1]:
         raise ValueError(
             f"{names[0]} and {names[1]} must hold ids of one kind, got {kinds[0]} ids and "

@@ -52,7 +52,7 @@ class TokenMaxPoolEmbedding(nn.Module):
             raise ValueError(
                 f"tokens must have shape (B, L, {width}), got {checks.describe(tokens)}"
             )
-        projected = self.projection(tokens)
+        projected: Tensor = self.projection(tokens)
         if valid is None:
             return projected.amax(dim=1)
         if valid.shape != tokens.shape[:2] or valid.dtype != torch.bool:

@@ -13,6 +13,8 @@ token embedding table ``E`` (``W_dec = E``), as BERT ties it.
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
@@ -73,8 +75,11 @@ class MaskedLanguageModelHead(nn.Module):
             raise ValueError(
                 f"hidden must have shape (..., {self.width}), got {checks.describe(hidden)}"
             )
-        weight = self.tied_embedding.weight if self.tied_embedding is not None else None
-        weight = self.decoder_weight if weight is None else weight
+        weight = (
+            self.tied_embedding.weight
+            if self.tied_embedding is not None
+            else cast(Tensor, self.decoder_weight)  # __init__ sets it when untied
+        )
         return F.linear(self.transform(hidden), weight, self.decoder_bias)
 
     def extra_repr(self) -> str:

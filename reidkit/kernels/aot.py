@@ -140,6 +140,7 @@ def serves(variant: launch.KernelVariant) -> str:
     """The named shapes whose launch setting is the variant's."""
     names = []
     for name, (m, n) in NAMED_SHAPES.items():
+        chosen: launch.CostTileLaunch | launch.PairwiseLaunch | None
         if isinstance(variant.launch, launch.CostTileLaunch):
             fits = launch.cost_tile_fits(m, n)
             chosen = launch.cost_tile_launch(m, n) if fits else None
@@ -331,9 +332,18 @@ def compile_reports(
 
 def format_table(reports: Sequence[CompileReport]) -> str:
     """The reports as an aligned text table, followed by a summary per kernel and arch."""
-    header = ("kernel", "setting", "arch", "regs", "spill st/ld", "shared B", "prog/SM", "occ.")
+    header: tuple[str, ...] = (
+        "kernel",
+        "setting",
+        "arch",
+        "regs",
+        "spill st/ld",
+        "shared B",
+        "prog/SM",
+        "occ.",
+    )
     header += ("serves", "error")
-    rows = [header]
+    rows: list[tuple[str, ...]] = [header]
     for r in reports:
         spills = f"{r.spill_stores}/{r.spill_loads}"
         rows.append(
@@ -349,7 +359,9 @@ def format_table(reports: Sequence[CompileReport]) -> str:
 
 def summary_rows(reports: Sequence[CompileReport]) -> list[tuple[str, ...]]:
     """Per kernel and arch: variants, failures, max registers, max spills, min occupancy."""
-    rows = [("kernel", "arch", "variants", "failed", "max regs", "max spill B", "min occ.")]
+    rows: list[tuple[str, ...]] = [
+        ("kernel", "arch", "variants", "failed", "max regs", "max spill B", "min occ.")
+    ]
     groups: dict[tuple[str, str], list[CompileReport]] = {}
     for report in reports:
         groups.setdefault((report.kernel, report.arch), []).append(report)

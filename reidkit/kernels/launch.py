@@ -33,7 +33,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor
@@ -151,6 +151,9 @@ def pairwise_launch(m: int, n: int, backward: bool = False) -> PairwiseLaunch:
     return PairwiseLaunch(block_m, block_n, block_d, num_warps)
 
 
+LaunchT = TypeVar("LaunchT", CostTileLaunch, PairwiseLaunch)
+
+
 def _powers_of_two(start: int, stop: int) -> Iterator[int]:
     size = start
     while size <= stop:
@@ -158,7 +161,9 @@ def _powers_of_two(start: int, stop: int) -> Iterator[int]:
         size *= 2
 
 
-def _launches(fits: Callable[[int, int], bool], choose: Callable[[int, int], Any], start: int):
+def _launches(
+    fits: Callable[[int, int], bool], choose: Callable[[int, int], LaunchT], start: int
+) -> tuple[LaunchT, ...]:
     """Every setting ``choose`` picks on the shapes ``fits`` accepts: the settings depend on the
     padded sides only, so the padded sizes themselves cover all shapes."""
     found = {

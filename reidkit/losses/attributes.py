@@ -83,9 +83,13 @@ class AttributeBCELoss(ReductionLoss):
                     f"{checks.describe(weights)}"
                 )
         if (positive_weights is None) != (negative_weights is None) or (
-            positive_weights is not None and positive_weights.shape != negative_weights.shape
+            positive_weights is not None
+            and negative_weights is not None
+            and positive_weights.shape != negative_weights.shape
         ):
             raise ValueError("positive_weights and negative_weights must both be (M,) tensors")
+        self.positive_weights: Tensor | None
+        self.negative_weights: Tensor | None
         self.register_buffer("positive_weights", positive_weights)
         self.register_buffer("negative_weights", negative_weights)
 
@@ -108,7 +112,7 @@ class AttributeBCELoss(ReductionLoss):
             raise ValueError("targets must hold values in [0, 1]")
         log_p, log_not_p = F.logsigmoid(logits), F.logsigmoid(-logits)
         positive, negative = targets * log_p, (1 - targets) * log_not_p
-        if self.positive_weights is not None:
+        if self.positive_weights is not None and self.negative_weights is not None:  # both or none
             positive = positive * self.positive_weights
             negative = negative * self.negative_weights
         return self.reduce(-(positive + negative).sum(dim=1))

@@ -137,7 +137,7 @@ class CLIPReIDLoss(nn.Module):
             targets = torch.stack([text[labels] for text in levels], dim=1)
             terms["transformation"] = self.transformation(visual_prompts, targets)
             loss = loss + self.transformation_weight * terms["transformation"]
-        return CLIPReIDLossOutput(loss, terms)  # type: ignore[arg-type]
+        return CLIPReIDLossOutput(loss, terms)
 
     def extra_repr(self) -> str:
         return (

@@ -49,8 +49,8 @@ def cluster_pseudo_labels(
     from sklearn.cluster import DBSCAN
 
     normalised = torch.nn.functional.normalize(features.detach().float(), dim=1)
-    distance = k_reciprocal_jaccard_distance(normalised, k1=k1, k2=k2)
-    distance = torch.as_tensor(distance).cpu().numpy().astype(np.float64, copy=False)
+    jaccard = k_reciprocal_jaccard_distance(normalised, k1=k1, k2=k2)
+    distance = torch.as_tensor(jaccard).cpu().numpy().astype(np.float64, copy=False)
     labels = DBSCAN(eps=eps, min_samples=min_samples, metric="precomputed", n_jobs=1).fit_predict(
         np.clip(distance, 0.0, None)
     )

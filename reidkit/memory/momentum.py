@@ -13,15 +13,17 @@ every update. The copy starts equal to the online module.
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import torch
 from torch import nn
 
 from reidkit import checks
 
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
-class MomentumEncoder(nn.Module):
+
+class MomentumEncoder(nn.Module, Generic[ModuleT]):
     """A frozen copy of ``online`` that follows it with momentum ``m``.
 
     Args:
@@ -34,11 +36,11 @@ class MomentumEncoder(nn.Module):
             ``state_dict``.
     """
 
-    def __init__(self, online: nn.Module, momentum: float = 0.999) -> None:
+    def __init__(self, online: ModuleT, momentum: float = 0.999) -> None:
         super().__init__()
         checks.check_number("momentum", momentum, at_least=0, at_most=1)
         self.momentum = float(momentum)
-        self.module = copy.deepcopy(online)
+        self.module: ModuleT = copy.deepcopy(online)
         self.module.requires_grad_(False)
 
     @torch.no_grad()

@@ -7,6 +7,8 @@ token) at its pre-trained weights stabilises training.
 
 from __future__ import annotations
 
+from typing import cast
+
 from torch import nn
 
 
@@ -35,7 +37,9 @@ def freeze_patch_projection(model: nn.Module) -> list[nn.Parameter]:
             "model must contain a ViT vision tower (a module with a conv1 patch projection and a "
             f"class_embedding), got {type(model).__name__}"
         )
-    frozen = [parameter for tower in towers for parameter in tower.conv1.parameters()]
+    frozen = [
+        parameter for tower in towers for parameter in cast(nn.Conv2d, tower.conv1).parameters()
+    ]
     for parameter in frozen:
         parameter.requires_grad_(False)
     return frozen

@@ -9,21 +9,26 @@ transformer.
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 from torch import Tensor, nn
 
 from reidkit.clip import load_clip
 from reidkit.data import CLIP_MEAN, CLIP_STD
 from reidkit.downloads import is_local_file, timm_weights
-from reidkit.parts import AAformer, AAformerLoss
+from reidkit.parts import AAformer, AAformerLoss, PartFeatures
 from reidkit.parts.objective import AAformerLossOutput
 
-TINY_VIT = {"patch_size": 16, "embed_dim": 96, "depth": 4, "num_heads": 4}
+Statistics = tuple[float, float, float]
+"""Per-channel pixel mean or std (RGB)."""
+
+TINY_VIT: dict[str, Any] = {"patch_size": 16, "embed_dim": 96, "depth": 4, "num_heads": 4}
 """The ViT of ``build_vit("tiny", ...)``: 4 blocks of width 96 on 16x16 patches."""
 
 
 def build_vit(
     name: str, pretrained: str | None, image_size: tuple[int, int]
-) -> tuple[nn.Module, tuple[float, ...], tuple[float, ...]]:
+) -> tuple[nn.Module, Statistics, Statistics]:
     """The ViT that AAformer converts, and the pixel mean and std its weights expect.
 
     Args:
@@ -43,7 +48,7 @@ def build_vit(
     if kind == "open_clip":
         tag = "openai" if pretrained == "default" else pretrained
         clip_model, _ = load_clip(model_name, tag, image_size=image_size)
-        return clip_model.visual, CLIP_MEAN, CLIP_STD
+        return cast(nn.Module, clip_model.visual), CLIP_MEAN, CLIP_STD
     import timm
     from timm.models.vision_transformer import VisionTransformer
 
@@ -53,15 +58,16 @@ def build_vit(
     if kind != "timm" or not model_name:
         raise ValueError(f"name must be tiny, timm:<name> or open_clip:<name>, got {name!r}")
     untagged = pretrained in (None, "default") or is_local_file(pretrained)
-    vit = timm.create_model(
+    model = timm.create_model(
         model_name if untagged else f"{model_name}.{pretrained}",
         pretrained=pretrained is not None,
         img_size=image_size,
         num_classes=0,
         **timm_weights(model_name, pretrained),
     )
-    config = vit.pretrained_cfg
-    return vit, tuple(config.get("mean", CLIP_MEAN)), tuple(config.get("std", CLIP_STD))
+    config = cast(dict[str, Any], model.pretrained_cfg)  # timm's models all have one
+    mean, std = tuple(config.get("mean", CLIP_MEAN)), tuple(config.get("std", CLIP_STD))
+    return model, cast(Statistics, mean), cast(Statistics, std)
 
 
 class AAformerReID(nn.Module):
@@ -91,7 +97,8 @@ class AAformerReID(nn.Module):
         self.criterion = criterion
 
     def forward(self, images: Tensor, pids: Tensor | None = None) -> Tensor | AAformerLossOutput:
-        features = self.aaformer(images)
+        features: PartFeatures = self.aaformer(images)
         if pids is None:
             return features.concatenated()
-        return self.criterion(features.tokens, pids)
+        losses: AAformerLossOutput = self.criterion(features.tokens, pids)
+        return losses

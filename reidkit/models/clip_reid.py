@@ -8,7 +8,7 @@ tokens at training and at test time.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -67,9 +67,10 @@ class CLIPReIDModel(nn.Module):
         if num_visual_prompts < 0:
             raise ValueError(f"num_visual_prompts must be >= 0, got {num_visual_prompts}")
         self.image_encoder = CLIPImageEncoder(clip_model, return_layers=(-2,))
-        width = clip_model.visual.transformer.width
+        visual: Any = clip_model.visual  # open_clip's VisionTransformer
+        width: int = visual.transformer.width
         self.neck = BNNeck(width, num_classes)
-        self.neck_projected = BNNeck(clip_model.visual.output_dim, num_classes)
+        self.neck_projected = BNNeck(visual.output_dim, num_classes)
         self.prompt_generator = (
             VisualPromptGenerator(num_visual_prompts, width, stride=prompt_conv_stride)
             if num_visual_prompts

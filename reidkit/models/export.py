@@ -21,7 +21,7 @@ import re
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor
@@ -122,7 +122,7 @@ def _use_torch_references(model: torch.nn.Module) -> None:
     """Make every module that picks a Triton kernel at run time use its torch reference."""
     for module in model.modules():
         if getattr(module, "sinkhorn_backend", None) is not None:
-            module.sinkhorn_backend = "torch"
+            cast(Any, module).sinkhorn_backend = "torch"
 
 
 def _export_torchscript(
@@ -130,17 +130,22 @@ def _export_torchscript(
 ) -> Tensor:
     with warnings.catch_warnings():
         # Traced shape checks become constants: the check batch shows the graph is general.
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        # torch.jit re-exports TracerWarning without listing it.
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # type: ignore[attr-defined]
         warnings.simplefilter("ignore", FutureWarning)
         try:
-            traced = torch.jit.trace(model, traced_batch, check_trace=False)
+            # torch.jit.trace and torch.jit.load are not annotated in torch.
+            traced = torch.jit.trace(  # type: ignore[no-untyped-call]
+                model, traced_batch, check_trace=False
+            )
         except Exception as error:
             raise ExportError(
                 f"TorchScript cannot trace the model: {_first_line(error)}"
             ) from error
         traced.save(str(path))
-        reloaded = torch.jit.load(str(path))
-    return reloaded(check_batch)
+        reloaded = torch.jit.load(str(path))  # type: ignore[no-untyped-call]
+    features: Tensor = reloaded(check_batch)
+    return features
 
 
 def _export_onnx(

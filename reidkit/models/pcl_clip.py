@@ -49,8 +49,8 @@ class PCLCLIPModel(nn.Module):
     def __init__(self, clip_model: nn.Module, num_classes: int) -> None:
         super().__init__()
         self.image_encoder = CLIPImageEncoder(clip_model)
-        self.neck = BNNeck(clip_model.visual.transformer.width, num_classes)
-        self.neck_projected = BNNeck(clip_model.visual.output_dim, num_classes)
+        self.neck = BNNeck(self.image_encoder.visual.transformer.width, num_classes)
+        self.neck_projected = BNNeck(self.image_encoder.visual.output_dim, num_classes)
 
     @property
     def feature_dim(self) -> int:

@@ -48,11 +48,13 @@ class TextToImageModel(nn.Module):
 
     def encode_image(self, images: Tensor) -> Tensor:
         """``(B, D)`` embeddings of ``(B, 3, H, W)`` images."""
-        return self.image_encoder(images)
+        embeddings: Tensor = self.image_encoder(images)
+        return embeddings
 
     def encode_text(self, token_ids: Tensor) -> Tensor:
         """``(B, D)`` embeddings of ``(B, L)`` token ids."""
-        return self.text_encoder(token_ids)
+        embeddings: Tensor = self.text_encoder(token_ids)
+        return embeddings
 
     def forward(self, images: Tensor, token_ids: Tensor) -> TextToImageOutput:
         """Embed and classify ``N`` pairs."""

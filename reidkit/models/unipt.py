@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from reidkit import checks
-from reidkit.clip import CLIPImageEncoder, CLIPTextEncoder, text_tower
+from reidkit.clip import CLIPImageEncoder, CLIPTextEncoder, ImageFeatures, text_tower
 from reidkit.clip.masking import TokenMasking
 from reidkit.heads import MaskedLanguageModelHead, TokenMaxPoolEmbedding
 
@@ -44,15 +44,17 @@ class UniPTImageEncoder(nn.Module):
     def __init__(self, clip_model: nn.Module, embed_dim: int) -> None:
         super().__init__()
         self.encoder = CLIPImageEncoder(clip_model)
-        if isinstance(clip_model.visual.proj, nn.Parameter):
-            clip_model.visual.proj.requires_grad_(False)
-        self.head = TokenMaxPoolEmbedding(clip_model.visual.transformer.width, embed_dim)
+        visual = self.encoder.visual  # clip_model's tower
+        if isinstance(visual.proj, nn.Parameter):
+            visual.proj.requires_grad_(False)
+        self.head = TokenMaxPoolEmbedding(visual.transformer.width, embed_dim)
 
     def forward(self, images: Tensor) -> Tensor:
         """``(B, 3, H, W)`` images to ``(B, D)`` embeddings."""
-        features = self.encoder(images)
+        features: ImageFeatures = self.encoder(images)
         tokens = torch.cat([features.cls[:, None], features.patches.flatten(1, 2)], dim=1)
-        return self.head(tokens)
+        embeddings: Tensor = self.head(tokens)
+        return embeddings
 
 
 class UniPTTextEncoder(nn.Module):
@@ -71,7 +73,7 @@ class UniPTTextEncoder(nn.Module):
     def __init__(self, clip_model: nn.Module, embed_dim: int, causal: bool = False) -> None:
         super().__init__()
         tower = text_tower(clip_model)
-        self.token_embedding = tower.token_embedding
+        self.token_embedding: nn.Embedding = tower.token_embedding
         self.encoder = CLIPTextEncoder(clip_model, causal=causal)
         projection = self.encoder.text_projection
         if projection is not None:
@@ -92,7 +94,8 @@ class UniPTTextEncoder(nn.Module):
     def forward(self, token_ids: Tensor) -> Tensor:
         """``(B, L)`` token ids to ``(B, D)`` embeddings."""
         hidden, token_ids = self.hidden_states(self.token_embedding(token_ids), token_ids)
-        return self.head(hidden, self.encoder.valid_token_mask(token_ids))
+        embeddings: Tensor = self.head(hidden, self.encoder.valid_token_mask(token_ids))
+        return embeddings
 
 
 class UniPTPretrainingOutput(NamedTuple):

@@ -25,10 +25,12 @@ classifier on the image embedding (:meth:`VALPATModel.attribute_logits`).
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
-from reidkit.clip import CLIPImageEncoder, CLIPTextEncoder, text_tower
+from reidkit.clip import CLIPImageEncoder, CLIPTextEncoder, ImageFeatures, text_tower
 from reidkit.losses import VALPATBatch
 from reidkit.memory import FeatureQueue, MomentumEncoder
 
@@ -45,14 +47,15 @@ class VALPATImageEncoder(nn.Module):
     def __init__(self, clip_model: nn.Module, ssl_dim: int, ssl_hidden: int) -> None:
         super().__init__()
         self.encoder = CLIPImageEncoder(clip_model)
-        width = clip_model.visual.transformer.width
+        width: int = self.encoder.visual.transformer.width
         self.ssl_head = nn.Sequential(
             nn.Linear(width, ssl_hidden), nn.ReLU(inplace=True), nn.Linear(ssl_hidden, ssl_dim)
         )
 
     def forward(self, images: Tensor) -> Tensor:
         """``(B, 3, H, W)`` images to ``(B, embed_dim)`` joint embeddings."""
-        return self.encoder(images).embedding
+        features: ImageFeatures = self.encoder(images)
+        return features.embedding
 
     def encode(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """``(embedding (B, embed_dim), ssl (B, ssl_dim))`` of ``images``."""
@@ -69,7 +72,7 @@ class VALPATTextEncoder(nn.Module):
 
     def __init__(self, clip_model: nn.Module) -> None:
         super().__init__()
-        self.token_embedding = text_tower(clip_model).token_embedding
+        self.token_embedding: nn.Embedding = text_tower(clip_model).token_embedding
         self.encoder = CLIPTextEncoder(clip_model)
 
     @property
@@ -79,7 +82,7 @@ class VALPATTextEncoder(nn.Module):
 
     def forward(self, token_ids: Tensor) -> Tensor:
         """``(B, L)`` token ids to ``(B, embed_dim)`` embeddings."""
-        embeddings = self.token_embedding(token_ids)
+        embeddings: Tensor = self.token_embedding(token_ids)
         return self.encoder.encode_trimmed(embeddings, token_ids).sentence
 
 
@@ -105,8 +108,9 @@ class VALPATModel(nn.Module):
         ssl_hidden: int | None = None,
     ) -> None:
         super().__init__()
-        width = clip_model.visual.transformer.width
-        embed_dim = clip_model.visual.output_dim
+        visual: Any = clip_model.visual  # open_clip's VisionTransformer
+        width: int = visual.transformer.width
+        embed_dim: int = visual.output_dim
         self.image_encoder = VALPATImageEncoder(clip_model, ssl_dim, ssl_hidden or width)
         self.text_encoder = VALPATTextEncoder(clip_model)
         self.attributes = nn.Linear(embed_dim, num_attributes)
@@ -119,15 +123,18 @@ class VALPATModel(nn.Module):
 
     def encode_image(self, images: Tensor) -> Tensor:
         """``(B, embed_dim)`` joint embeddings ``q^I`` of images (ReID and retrieval)."""
-        return self.image_encoder(images)
+        embeddings: Tensor = self.image_encoder(images)
+        return embeddings
 
     def encode_text(self, token_ids: Tensor) -> Tensor:
         """``(B, embed_dim)`` joint embeddings ``q^T`` of token ids."""
-        return self.text_encoder(token_ids)
+        embeddings: Tensor = self.text_encoder(token_ids)
+        return embeddings
 
     def attribute_logits(self, images: Tensor) -> Tensor:
         """``(B, M)`` attribute logits ``W_q q^I + z_q`` of images (attribute recognition)."""
-        return self.attributes(self.image_encoder(images))
+        logits: Tensor = self.attributes(self.image_encoder(images))
+        return logits
 
     def forward(
         self,

@@ -27,6 +27,8 @@ of its parts. Rows and columns whose mass underflowed to zero get 0.
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
@@ -64,16 +66,15 @@ def transport_cost(plan: Tensor, cost: Tensor) -> Tensor:
         plan: ``(B, M, N)``.
         cost: ``(B, M, N)`` of the dtype of ``plan``.
     """
-    return _TransportCost.apply(plan, cost)
+    distance: Tensor = _TransportCost.apply(plan, cost)
+    return distance
 
 
 class _TransportCost(torch.autograd.Function):
     """``<plan, cost>`` by chunks of problems; gradients ``grad * cost`` and ``grad * plan``."""
 
     @staticmethod
-    def forward(  # type: ignore[override]
-        ctx: torch.autograd.function.FunctionCtx, plan: Tensor, cost: Tensor
-    ) -> Tensor:
+    def forward(ctx: Any, plan: Tensor, cost: Tensor) -> Tensor:
         ctx.save_for_backward(plan, cost)
         batch, m, n = plan.shape
         flat_plan, flat_cost = plan.reshape(batch, m * n), cost.reshape(batch, m * n)
@@ -87,9 +88,7 @@ class _TransportCost(torch.autograd.Function):
         return distance
 
     @staticmethod
-    def backward(  # type: ignore[override]
-        ctx: torch.autograd.function.FunctionCtx, grad_distance: Tensor
-    ) -> tuple[Tensor | None, Tensor | None]:
+    def backward(ctx: Any, grad_distance: Tensor) -> tuple[Tensor | None, Tensor | None]:
         plan, cost = ctx.saved_tensors
         scale = grad_distance[:, None, None]
         needs_plan, needs_cost = ctx.needs_input_grad
@@ -176,7 +175,8 @@ def implicit_vjp(
         cost_part = cost[part]
         plan = plan_from_potentials(cost_part, f[part], g[part], epsilon)
         if grad_plan is None:
-            weighted = torch.mul(plan, cost_part).mul_(grad_distance[part, None, None])
+            upstream = cast(Tensor, grad_distance)  # not both None: the callers check
+            weighted = torch.mul(plan, cost_part).mul_(upstream[part, None, None])
         elif grad_distance is None:
             weighted = plan * grad_plan[part]
         else:
@@ -201,8 +201,8 @@ class ImplicitSinkhorn(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(  # type: ignore[override]
-        ctx: torch.autograd.function.FunctionCtx,
+    def forward(
+        ctx: Any,
         cost: Tensor,
         a: Tensor,
         b: Tensor,
@@ -220,8 +220,8 @@ class ImplicitSinkhorn(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable  # the solve is differentiated once; its own derivative is not formed
-    def backward(  # type: ignore[override]
-        ctx: torch.autograd.function.FunctionCtx,
+    def backward(
+        ctx: Any,
         grad_plan: Tensor | None,
         grad_distance: Tensor | None,
     ) -> tuple[Tensor | None, ...]:

@@ -14,7 +14,7 @@ features) keeps each problem on chip.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor
@@ -198,8 +198,8 @@ class _PairwiseOT(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(  # type: ignore[override]
-        ctx: torch.autograd.function.FunctionCtx,
+    def forward(
+        ctx: Any,
         x: Tensor,
         y: Tensor,
         x_mask: Tensor | None,
@@ -227,17 +227,16 @@ class _PairwiseOT(torch.autograd.Function):
         return distance.to(x.dtype), converged
 
     @staticmethod
-    def backward(  # type: ignore[override]
-        ctx: torch.autograd.function.FunctionCtx, grad_distance: Tensor, _: Tensor | None
-    ) -> tuple[Tensor | None, ...]:
+    def backward(ctx: Any, grad_distance: Tensor, _: Tensor | None) -> tuple[Tensor | None, ...]:
         x, y, f, g = ctx.saved_tensors
         problem: _Problem = ctx.problem
         options = problem.options
         if problem.triton:
             from reidkit.kernels.pairwise_backward import pairwise_feature_grads
 
-            grad_x, grad_y = pairwise_feature_grads(
-                x, y, f, g, grad_distance, options.epsilon, options.grad
+            grad_x, grad_y = cast(  # both: `needs` is left at (True, True)
+                tuple[Tensor, Tensor],
+                pairwise_feature_grads(x, y, f, g, grad_distance, options.epsilon, options.grad),
             )
         else:
             grad_x, grad_y = _torch_backward(x, y, f, g, ctx.x_mask, grad_distance, problem)

@@ -242,10 +242,8 @@ def _split_mask(mask: Mask | None) -> Mask:
 
 def _entry_mask(row_valid: Tensor | None, col_valid: Tensor | None) -> Tensor | None:
     """``(..., M, N)`` mask of real entries from the row and column masks."""
-    if row_valid is None and col_valid is None:
-        return None
     if row_valid is None:
-        return col_valid[..., None, :]
+        return None if col_valid is None else col_valid[..., None, :]
     if col_valid is None:
         return row_valid[..., :, None]
     return row_valid[..., :, None] & col_valid[..., None, :]

@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 import torch
 from torch import Tensor
@@ -72,6 +72,7 @@ class Potentials(NamedTuple):
 
 
 Problems = tuple[Tensor, ...]  # per-problem tensors, each with the batch as last dimension
+AuxT = TypeVar("AuxT", Tensor, None)  # what a row half-step passes on to the residual
 
 
 def stop_threshold(tol: float | None, stop_rule: str) -> float | None:
@@ -86,9 +87,9 @@ def stop_threshold(tol: float | None, stop_rule: str) -> float | None:
 
 
 def _iterate(
-    update_rows: Callable[[Problems, Tensor], tuple[Tensor, Tensor | None]],
+    update_rows: Callable[[Problems, Tensor], tuple[Tensor, AuxT]],
     update_cols: Callable[[Problems, Tensor], Tensor],
-    residual: Callable[[Problems, Tensor, Tensor, Tensor | None], Tensor],
+    residual: Callable[[Problems, Tensor, Tensor, AuxT], Tensor],
     select: Callable[[Problems, Tensor], Problems],
     problems: Problems,
     rows: Tensor,
@@ -146,7 +147,7 @@ def _iterate(
         applying = active
         all_apply = counted and count == active.numel()
         checked = threshold is not None and iteration > 0
-        if checked:
+        if threshold is not None and checked:
             with torch.no_grad():
                 # NaN <= threshold is False: a NaN residual never counts as converged.
                 unsettled = residual(problems, rows, new_rows, aux).le(threshold).logical_not_()
@@ -238,7 +239,7 @@ def log_domain_potentials(
         lse = torch.logsumexp(neg_cost + f.T[:, :, None] / epsilon, dim=1)
         return (epsilon * (log_b - lse)).T
 
-    def residual(problems: Problems, f: Tensor, f_new: Tensor, _: None) -> Tensor:
+    def residual(problems: Problems, f: Tensor, f_new: Tensor, _aux: None) -> Tensor:
         _, _, _, a_, offset = problems
         if stop_rule == "marginal":
             # Row sums of the current plan are a * exp((f - f_new) / epsilon).

@@ -147,7 +147,9 @@ def assign_patches(
         values = scoring.pairwise(part_queries.to(dtype), patch_keys.to(dtype))  # (..., P, N)
         scores = values if scoring.is_inverted else -values
         assignments = []
-        for start, scores_group in zip(_group_starts(groups), scores.split(groups, dim=-2)):
+        for start, scores_group in zip(
+            _group_starts(groups), torch.split(scores, list(groups), dim=-2)
+        ):
             if method == "sinkhorn":
                 scores_group = sinkhorn(-scores_group, options=options).plan
             assignments.append(scores_group.argmax(dim=-2) + start)

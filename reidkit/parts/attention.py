@@ -12,7 +12,7 @@ head the [PART] queries are prototypes to which the patch keys are assigned (eq.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -160,7 +160,7 @@ class PartTokenAttention(nn.Module):
                 dim=2,
             )
         out = out.transpose(1, 2).reshape(batch, length, dim)
-        return self.proj_drop(self.proj(out))
+        return cast(Tensor, self.proj_drop(self.proj(out)))
 
     def _align_parts(self, q: Tensor, k: Tensor, v: Tensor, assignment: Tensor | None) -> Tensor:
         """[PART] outputs ``(B, heads, P, d)`` of eq. 2 from ``q, k, v`` ``(B, heads, L, d)``."""
@@ -190,7 +190,7 @@ class PartTokenAttention(nn.Module):
         # A [PART] that receives no patch attends to itself rather than to nothing.
         empty = ~mask.any(dim=-1)
         keys_mask = torch.cat([torch.diag_embed(empty), mask], dim=-1)  # (B, heads, P, P + N)
-        logits = (part_queries * self.head_dim**-0.5) @ k[:, :, start:].transpose(-1, -2)
+        logits: Tensor = (part_queries * self.head_dim**-0.5) @ k[:, :, start:].transpose(-1, -2)
         weights = logits.masked_fill(~keys_mask, float("-inf")).softmax(dim=-1)
         self.last_assignment = assignment.detach()
         self.last_part_attention = weights[..., self.num_parts :].detach()

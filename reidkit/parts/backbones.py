@@ -17,7 +17,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 from torch import Tensor, nn
 
@@ -61,7 +61,7 @@ class ViTAdapter(nn.Module, ABC):
 class TimmViT(ViTAdapter):
     """A timm ``VisionTransformer`` with class token; its features are ``norm`` outputs."""
 
-    def __init__(self, vit: nn.Module, make_attention: AttentionFactory) -> None:
+    def __init__(self, vit: Any, make_attention: AttentionFactory) -> None:
         super().__init__()
         if vit.cls_token is None:
             raise ValueError("backbone: the timm VisionTransformer must have a class token")
@@ -77,16 +77,16 @@ class TimmViT(ViTAdapter):
 
     def embed(self, images: Tensor) -> Tensor:
         vit = self.vit
-        return vit.norm_pre(vit.patch_drop(vit._pos_embed(vit.patch_embed(images))))
+        return cast(Tensor, vit.norm_pre(vit.patch_drop(vit._pos_embed(vit.patch_embed(images)))))
 
     def pre_norm(self, tokens: Tensor) -> Tensor:
-        return self.vit.norm_pre(tokens)
+        return cast(Tensor, self.vit.norm_pre(tokens))
 
     def run_blocks(self, tokens: Tensor) -> Tensor:
-        return self.vit.blocks(tokens)
+        return cast(Tensor, self.vit.blocks(tokens))
 
     def finalize(self, tokens: Tensor) -> Tensor:
-        return self.vit.norm(tokens)
+        return cast(Tensor, self.vit.norm(tokens))
 
 
 class OpenCLIPViT(ViTAdapter):
@@ -97,7 +97,7 @@ class OpenCLIPViT(ViTAdapter):
     """
 
     def __init__(
-        self, visual: nn.Module, make_attention: AttentionFactory, checkpoint_activations: bool
+        self, visual: Any, make_attention: AttentionFactory, checkpoint_activations: bool
     ) -> None:
         super().__init__()
         if visual.attn_pool is not None or visual.pool_type != "tok":
@@ -124,10 +124,10 @@ class OpenCLIPViT(ViTAdapter):
             )
 
     def embed(self, images: Tensor) -> Tensor:
-        return self.visual._embeds(images)
+        return cast(Tensor, self.visual._embeds(images))
 
     def pre_norm(self, tokens: Tensor) -> Tensor:
-        return self.visual.ln_pre(tokens)
+        return cast(Tensor, self.visual.ln_pre(tokens))
 
     def run_blocks(self, tokens: Tensor) -> Tensor:
         from reidkit.clip.transformer import run_transformer
@@ -202,7 +202,7 @@ def wrap_backbone(
 
 
 def _convert_timm_attention(
-    attention: nn.Module, index: int, make_attention: AttentionFactory
+    attention: Any, index: int, make_attention: AttentionFactory
 ) -> PartTokenAttention:
     """Reuse the ``qkv`` and ``proj`` layers of a plain timm ``Attention``."""
     plain = (

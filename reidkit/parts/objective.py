@@ -13,7 +13,7 @@ hardest pairs mined separately on the global feature and on the concatenated [PA
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 from torch import Tensor, nn
 
@@ -65,7 +65,7 @@ class AAformerLoss(nn.Module):
 
     def forward(self, tokens: Tensor, labels: Tensor) -> AAformerLossOutput:
         """Loss of the output tokens ``(B, 1 + P, C)`` for identities ``labels`` ``(B,)``."""
-        expected = (len(self.necks), self.necks[0].bn.num_features)
+        expected = (len(self.necks), cast(BNNeck, self.necks[0]).bn.num_features)
         if tokens.dim() != 3 or tuple(tokens.shape[1:]) != expected:
             raise ValueError(
                 f"tokens must have shape (B, {expected[0]}, {expected[1]}), "

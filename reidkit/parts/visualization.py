@@ -53,14 +53,14 @@ def render_part_maps(
         mean_t = torch.tensor(mean if mean is not None else (0.0, 0.0, 0.0)).view(1, 3, 1, 1)
         std_t = torch.tensor(std if std is not None else (1.0, 1.0, 1.0)).view(1, 3, 1, 1)
         pictures = pictures * std_t + mean_t
-    pictures = pictures.clamp(0, 1).permute(0, 2, 3, 1).numpy()  # (B, H, W, 3)
+    pixels = pictures.clamp(0, 1).permute(0, 2, 3, 1).numpy()  # (B, H, W, 3)
     weights = F.interpolate(maps.detach().float().cpu(), size=images.shape[2:], mode="nearest")
     scale = weights.flatten(2).amax(dim=2).clamp_min(torch.finfo(torch.float32).tiny)
     heat = (weights / scale[..., None, None]).numpy()  # (B, P, H, W)
     colours = colormaps["jet"](heat)[..., :3]
-    panels = alpha * colours + (1 - alpha) * pictures[:, None]
+    panels = alpha * colours + (1 - alpha) * pixels[:, None]
     panels = np.where((weights.numpy() > 0)[..., None], panels, 0.0)
-    return np.concatenate([pictures[:, None], panels], axis=1)
+    return np.concatenate([pixels[:, None], panels], axis=1)
 
 
 def save_part_assignment_maps(

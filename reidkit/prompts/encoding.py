@@ -14,6 +14,9 @@ from typing import NamedTuple
 
 from torch import Tensor, nn
 
+from reidkit.clip.text_encoder import CLIPTextEncoder
+from reidkit.prompts.template import PromptBatch
+
 
 class ClassPromptFeatures(NamedTuple):
     """Text features of every identity's prompt.
@@ -27,7 +30,7 @@ class ClassPromptFeatures(NamedTuple):
     tokens: Tensor
 
 
-def encode_class_prompts(learner: nn.Module, text_encoder: nn.Module) -> ClassPromptFeatures:
+def encode_class_prompts(learner: nn.Module, text_encoder: CLIPTextEncoder) -> ClassPromptFeatures:
     """Encode the prompts of all identities of one prompt learner in one (chunked) pass.
 
     Args:
@@ -40,6 +43,6 @@ def encode_class_prompts(learner: nn.Module, text_encoder: nn.Module) -> ClassPr
         :class:`ClassPromptFeatures` for the ``L`` identities, differentiable with respect to
         the learner's context vectors.
     """
-    prompts = learner()
+    prompts: PromptBatch = learner()
     encoded = text_encoder.encode_trimmed(prompts.embeddings, prompts.token_ids)
     return ClassPromptFeatures(encoded.sentence, encoded.tokens[:, prompts.context_positions])

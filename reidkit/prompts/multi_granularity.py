@@ -11,6 +11,7 @@ transport (eq. 13-19); :attr:`PromptBatch.context_positions` slices them out of
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 from torch import Tensor, nn
 
@@ -73,9 +74,10 @@ class MultiGranularityPromptLearner(nn.Module):
         """
         if level is None:
             return [learner(labels) for learner in self.levels]
-        return self._level(level)(labels)
+        prompts: PromptBatch = self._level(level)(labels)
+        return prompts
 
     def _level(self, level: int) -> PromptLearner:
         count = len(self.levels)
         checks.check_integer("level", level, 0, count - 1)
-        return self.levels[level]
+        return cast(PromptLearner, self.levels[level])

@@ -43,7 +43,10 @@ class PromptBatch(NamedTuple):
 
 def default_tokenizer(clip_model: nn.Module) -> Tokenizer:
     """CLIP's BPE tokenizer with the context length of ``clip_model``'s text tower."""
-    return open_clip.SimpleTokenizer(context_length=text_tower(clip_model).context_length)
+    tokenizer: Tokenizer = open_clip.SimpleTokenizer(
+        context_length=text_tower(clip_model).context_length
+    )
+    return tokenizer
 
 
 def resolve_labels(labels: Tensor | None, num_classes: int, device: torch.device) -> Tensor:
@@ -112,6 +115,9 @@ class PromptTemplate(nn.Module):
         weight = tower.token_embedding.weight
         with torch.no_grad():
             embeddings = tower.token_embedding(token_ids.to(weight.device)).detach()
+        self.token_ids: Tensor
+        self.prefix: Tensor
+        self.suffix: Tensor
         self.register_buffer("token_ids", token_ids.to(weight.device))
         self.register_buffer("prefix", embeddings[:, :start].clone())
         self.register_buffer("suffix", embeddings[:, start + num_slots :].clone())
@@ -120,7 +126,7 @@ class PromptTemplate(nn.Module):
     @staticmethod
     def _slot_start(token_ids: Tensor, other_ids: Tensor, num_slots: int) -> int:
         """The first slot position; the slots are where the two placeholder words differ."""
-        starts = set()
+        starts: set[int] = set()
         for row, other in zip(token_ids, other_ids):
             positions = (row != other).nonzero().flatten().tolist()
             expected = list(range(positions[0], positions[0] + num_slots)) if positions else []

@@ -71,4 +71,5 @@ class VisualPromptGenerator(nn.Module):
                 f"{tuple(images.shape)}"
             )
         pooled = self.pool(self.activation(self.conv(images))).flatten(1)
-        return self.mlp(pooled).view(-1, self.num_prompts, self.width)
+        prompts: Tensor = self.mlp(pooled)
+        return prompts.view(-1, self.num_prompts, self.width)

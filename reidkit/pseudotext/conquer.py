@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torch.nn import functional as F
 
 from reidkit import checks
@@ -107,7 +107,7 @@ def select_phrases(
 
 @torch.no_grad()
 def score_prompts(
-    clip_model: nn.Module,
+    clip_model: Any,
     tokenize: Callable[[Sequence[str]], Tensor],
     images: Any,
     vocabulary: AttributeVocabulary,

@@ -304,7 +304,9 @@ def unipt_vocabulary(
         for name in UNIPT_ATTRIBUTES
         if name in phrases
     )
-    return AttributeVocabulary(attributes, dict(synonyms or {}))
+    return AttributeVocabulary(
+        attributes, {key: tuple(values) for key, values in (synonyms or {}).items()}
+    )
 
 
 _SYNTHETIC_ABSENT_PROMPTS = {

@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor
+from torch.utils.data import DataLoader
 
 from reidkit import checks
 from reidkit.distributed import data_parallel, is_main_process
@@ -33,7 +34,7 @@ from reidkit.engine import WarmupCosineLR, move_to_device, seed_everything
 from reidkit.models import AAformerReID, ModelSpec, build_vit
 from reidkit.ot import SinkhornOptions
 from reidkit.parts import AAformer, AAformerLoss, assignment_mask, save_part_assignment_maps
-from reidkit.parts.assignment import ASSIGNMENT_OPTIONS
+from reidkit.parts.assignment import ASSIGNMENT_OPTIONS, AssignmentMethod
 from reidkit.recipes.common import (
     Recipe,
     ReIDData,
@@ -243,7 +244,7 @@ def train(config: AAformerConfig, runtime: Runtime) -> dict[str, Any]:
     aaformer = AAformer(
         vit,
         config.part_groups,
-        assignment=config.assignment,
+        assignment=cast(AssignmentMethod, config.assignment),  # AAformerConfig.check checks it
         options=config.assignment_options(),
     )
     data = build_data(
@@ -282,7 +283,7 @@ def train(config: AAformerConfig, runtime: Runtime) -> dict[str, Any]:
         STAGE,
         [optimizer],
         [scheduler],
-        data.train_loader,
+        cast(DataLoader[Any], data.train_loader),  # built with train_loader=True
         step,
         epochs=config.optimizer.epochs,
         runtime=runtime,
@@ -300,8 +301,8 @@ def train(config: AAformerConfig, runtime: Runtime) -> dict[str, Any]:
 
 def model_spec(
     config: AAformerConfig,
-    mean: tuple[float, ...],
-    std: tuple[float, ...],
+    mean: tuple[float, float, float],
+    std: tuple[float, float, float],
     num_classes: int,
 ) -> dict[str, Any]:
     """The ``model.json`` mapping of the trained :class:`~reidkit.models.AAformerReID`:
@@ -340,7 +341,9 @@ def inspect_parts(
         aaformer(images)
     index = min(2, len(aaformer.attention_layers()) - 1)
     layer = aaformer.attention_layers()[index]
-    counts = assignment_mask(layer.last_assignment, aaformer.num_parts).sum(-1).float()
+    counts = (
+        assignment_mask(cast(Tensor, layer.last_assignment), aaformer.num_parts).sum(-1).float()
+    )
     path = save_part_assignment_maps(
         images,
         aaformer.part_attention_maps(layer=index, head=0),

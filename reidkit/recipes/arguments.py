@@ -95,8 +95,10 @@ class _Values(argparse.Action):
     """A ``nargs="+"`` option whose values are read by ``read``; the tokens after the first one
     that does not read (a ``KEY VALUE`` pair written after the option) join the overrides."""
 
-    def __init__(self, *args: Any, read: Callable[[str], Any], **kwargs: Any) -> None:
-        super().__init__(*args, nargs="+", **kwargs)
+    def __init__(
+        self, option_strings: Sequence[str], dest: str, read: Callable[[str], Any], **kwargs: Any
+    ) -> None:
+        super().__init__(option_strings, dest, nargs="+", **kwargs)
         self.read = read
 
     def __call__(
@@ -121,8 +123,8 @@ class _Values(argparse.Action):
 class _OverrideTokens(argparse.Action):
     """``--set KEY=VALUE ...`` (or ``KEY VALUE`` pairs): the tokens join the overrides."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, nargs="+", **kwargs)
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs="+", **kwargs)
 
     def __call__(
         self,
@@ -334,8 +336,9 @@ def resolve_recipe(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
 
 
 def _recipe_file(args: argparse.Namespace) -> Path | None:
-    if args.config is not None:
-        return args.config
+    config: Path | None = args.config
+    if config is not None:
+        return config
     if args.resume is None or args.output_dir is None:
         return None
     run_config = Path(args.output_dir) / CONFIG_FILE
@@ -366,6 +369,7 @@ def _config(parser: argparse.ArgumentParser, args: argparse.Namespace, recipe: R
             "--preset", f"must be one of {sorted(recipe.presets)}, got {args.preset!r}"
         )
     run_config = Path(args.output_dir) / CONFIG_FILE
+    config: Any  # of the recipe's configuration type
     if args.config is not None:
         config = config_from_file(
             recipe.config_type, recipe.presets, _read_file(parser, args.config), args.preset

@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from reidkit.clip import load_clip
+from reidkit.clip import CLIPTextEncoder, load_clip
+from reidkit.clip.loading import CLIPModel
 from reidkit.data import (
     CLIP_MEAN,
     CLIP_STD,
@@ -98,8 +99,8 @@ class ReIDData:
     """
 
     dataset: ReIDSplits
-    train_loader: DataLoader | None
-    test_loader: DataLoader
+    train_loader: DataLoader[Any] | None
+    test_loader: DataLoader[Any]
     train_transform: Transform
     test_transform: Transform
 
@@ -107,7 +108,7 @@ class ReIDData:
     def num_query(self) -> int:
         return len(self.dataset.query)
 
-    def feature_loader(self, num_workers: int = 0) -> DataLoader:
+    def feature_loader(self, num_workers: int = 0) -> DataLoader[Any]:
         """The train split in order with the test transform (for caches of its features)."""
         return make_test_loader(
             self.dataset.train, [], self.test_transform, num_workers=num_workers
@@ -137,7 +138,7 @@ def build_data(
         train_loader: build the train loader (``False`` when the batches are made elsewhere).
     """
     dataset = load_dataset(data)
-    normalization = {"mean": pixel_mean, "std": pixel_std}
+    normalization: dict[str, Any] = {"mean": pixel_mean, "std": pixel_std}
     train_transform = build_train_transforms(image_size, **normalization)
     test_transform = build_test_transforms(image_size, **normalization)
     loader = None
@@ -201,7 +202,7 @@ def build_clip_data(
     )
 
 
-def build_clip(clip: ClipConfig, device: torch.device, *, frozen: bool = True) -> nn.Module:
+def build_clip(clip: ClipConfig, device: torch.device, *, frozen: bool = True) -> CLIPModel:
     """The open_clip model of ``clip`` on ``device``, re-gridded to its image size."""
     clip_model, _ = load_clip(
         clip.name, clip.pretrained, image_size=clip.image_size, stride=clip.stride, device=device
@@ -245,7 +246,7 @@ def cache_frozen_features(
 
 
 @torch.no_grad()
-def class_text_features(prompts: nn.Module, text_encoder: nn.Module) -> Tensor:
+def class_text_features(prompts: nn.Module, text_encoder: CLIPTextEncoder) -> Tensor:
     """Every identity's sentence feature ``(L, E)`` from a prompt learner, without gradients."""
     return encode_class_prompts(prompts, text_encoder).sentence
 
@@ -454,7 +455,7 @@ def run_image_stage(
         "image_encoder",
         [optimizer],
         [scheduler],
-        data.train_loader,
+        cast(DataLoader[Any], data.train_loader),  # built with train_loader=True
         image_step,
         epochs=stage.epochs,
         runtime=runtime,

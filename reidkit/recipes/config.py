@@ -87,7 +87,7 @@ def describe_hint(hint: Any) -> str:
         return "null"
     if len(union_members(hint)) > 1:
         return ", or ".join(describe_hint(member) for member in union_members(hint))
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return f"a {hint.__name__} mapping"
     origin = typing.get_origin(hint)
     if origin is tuple:
@@ -149,7 +149,7 @@ def _normalise(value: Any, hint: Any) -> Any:
         if value is None:
             return None
         raise _Mismatch
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         if isinstance(value, hint):
             return value
         raise _Mismatch
@@ -195,7 +195,8 @@ class Section:
     """
 
     def __post_init__(self) -> None:
-        for name, hint in field_hints(type(self)).items():
+        # A class is hashable; mypy checks the instances' generated __hash__ instead.
+        for name, hint in field_hints(type(self)).items():  # type: ignore[arg-type]
             try:
                 value = check_value(name, getattr(self, name), hint)
             except ConfigError as error:

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor
@@ -481,7 +481,7 @@ def train(config: MMPLConfig, runtime: Runtime) -> dict[str, Any]:
 
         def prompt_step(batch: tuple[Tensor, ...]) -> dict[str, Tensor]:
             hierarchical.train()
-            return stage1(*batch)
+            return cast(dict[str, Tensor], stage1(*batch))
 
         optimizer, scheduler = prompt_stage_optimizer(prompts.parameters(), config.prompt_stage)
         optimizers: list[torch.optim.Optimizer] = [optimizer]

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -298,7 +298,7 @@ class EpochBatches:
                 k1=clustering.k1,
                 k2=clustering.k2,
             ).cpu()
-        return broadcast_object(labels)
+        return cast(Tensor, broadcast_object(labels))
 
     def __iter__(self) -> Iterator[Any]:
         self.model.eval()
@@ -325,7 +325,7 @@ class EpochBatches:
             seed=self.runtime.seed,
             pin_memory=self.device.type == "cuda",
         )
-        loader.sampler.set_epoch(self.epoch)
+        loader.sampler.set_epoch(self.epoch)  # type: ignore[attr-defined]  # make_train_loader's
         self.model.train()
         yield from loader
 

@@ -33,7 +33,7 @@ import typing
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import MISSING
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
 
@@ -45,7 +45,10 @@ from reidkit.recipes.config import (
     union_members,
 )
 
-ConfigT = TypeVar("ConfigT")
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+ConfigT = TypeVar("ConfigT", bound="DataclassInstance")
 
 RECIPE_KEY = "recipe"
 PRESET_KEY = "preset"
@@ -66,7 +69,8 @@ def to_plain(config: Any) -> dict[str, Any]:
     """``config`` as nested dicts of plain values, tuples as lists (what YAML and JSON hold)."""
     if not dataclasses.is_dataclass(config) or isinstance(config, type):
         raise TypeError(f"config must be a configuration dataclass, got {type(config).__name__}")
-    return _plain_value(dataclasses.asdict(config))
+    plain: dict[str, Any] = _plain_value(dataclasses.asdict(config))
+    return plain
 
 
 def _plain_value(value: Any) -> Any:
@@ -113,8 +117,9 @@ def from_plain(config_type: type[ConfigT], data: Any, *, path: str = "") -> Conf
                 raise ConfigError(key, f"is missing (expected {describe_hint(hint)})")
             continue
         value = data[name]
-        if _section_type(hint) is not None and isinstance(value, Mapping):
-            values[name] = from_plain(_section_type(hint), value, path=key)
+        section = _section_type(hint)
+        if section is not None and isinstance(value, Mapping):
+            values[name] = from_plain(section, value, path=key)
         else:
             values[name] = check_value(key, _numbers_from_text(value, hint), hint)
     try:
@@ -151,7 +156,9 @@ def _numbers_from_text(value: Any, hint: Any) -> Any:
     return value
 
 
-def merge_plain(config_type: type, base: Mapping[str, Any], update: Mapping[str, Any]) -> dict:
+def merge_plain(
+    config_type: type, base: Mapping[str, Any], update: Mapping[str, Any]
+) -> dict[str, Any]:
     """``base`` with the fields of ``update`` replaced, section by section (a section given in
     ``update`` replaces only the fields it names; any other value replaces the whole field)."""
     merged = copy.deepcopy(dict(base))
@@ -446,7 +453,7 @@ class _Dumper(yaml.SafeDumper):
     """YAML with lists of scalars in flow style (``image_size: [256, 128]``)."""
 
 
-def _represent_list(dumper: yaml.SafeDumper, value: list) -> yaml.Node:
+def _represent_list(dumper: yaml.SafeDumper, value: list[Any]) -> yaml.Node:
     scalars = all(not isinstance(item, (list, dict)) for item in value)
     return dumper.represent_sequence("tag:yaml.org,2002:seq", value, flow_style=scalars)
 

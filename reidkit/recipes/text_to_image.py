@@ -32,6 +32,7 @@ from torch import Tensor, nn
 
 from reidkit import checks
 from reidkit.clip import load_clip
+from reidkit.clip.loading import CLIPModel
 from reidkit.data import (
     ATTRIBUTE_LABELS,
     CaptionedImage,
@@ -56,7 +57,7 @@ from reidkit.engine.progress import LOGGER_NAME
 from reidkit.eval import RankResult, evaluate_t2i_model
 from reidkit.losses import UniPTFinetuningLoss
 from reidkit.losses.ranking import NEGATIVE_RULES
-from reidkit.models import TextToImageModel
+from reidkit.models import TextToImageModel, VALPATModel
 from reidkit.pseudotext import read_pseudo_texts
 from reidkit.recipes.common import fit_stage
 from reidkit.recipes.config import (
@@ -201,7 +202,7 @@ def check_pretraining_epochs(section: Section, warmup_epochs: float, epochs: int
 
 def build_text_clip(
     clip: ClipConfig, text_length: int, device: torch.device
-) -> tuple[nn.Module, Any]:
+) -> tuple[CLIPModel, Any]:
     """The CLIP model of ``clip`` (trainable) on ``device`` and its tokenizer.
 
     Raises:
@@ -245,7 +246,7 @@ def build_text_data(clip: ClipConfig, data: TextDataConfig, tokenizer: Any) -> T
     """The data set of ``data`` with tokenisation at ``data.text_length`` and the transforms
     at ``clip``'s image size and normalisation; logs how many captions are cut."""
     dataset = build_text_dataset(data.dataset, data.root)
-    normalization = {"mean": clip.pixel_mean, "std": clip.pixel_std}
+    normalization: dict[str, Any] = {"mean": clip.pixel_mean, "std": clip.pixel_std}
     train_transform = build_train_transforms(
         clip.image_size, padding=0, erasing_probability=0.0, **normalization
     )
@@ -316,7 +317,7 @@ def split_batch(batch_size: int, name: str) -> int:
 
 
 def t2i_evaluation(
-    model: nn.Module,
+    model: TextToImageModel | VALPATModel,
     data: TextData,
     device: torch.device,
     num_workers: int = 0,

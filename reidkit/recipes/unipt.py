@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -277,8 +277,14 @@ class PretrainingObjective(nn.Module):
     def forward(self, images: Tensor, token_ids: Tensor) -> ObjectiveOutput:
         """``L_pre`` of a batch of ``N`` images and their pseudo texts ``(N, L)``."""
         output = self.model(images, token_ids)
-        return self.criterion(
-            output.image_embeddings, output.text_embeddings, output.mlm_logits, output.mlm_targets
+        return cast(
+            ObjectiveOutput,
+            self.criterion(
+                output.image_embeddings,
+                output.text_embeddings,
+                output.mlm_logits,
+                output.mlm_targets,
+            ),
         )
 
 

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -265,7 +265,7 @@ class PretrainingObjective(nn.Module):
         (two strong, one weak) and attribute labels."""
         first, second, weak = batch["images"]
         features = self.model((first, second), weak, batch["tokens"], batch["attributes"])
-        return self.criterion(features)
+        return cast(ObjectiveOutput, self.criterion(features))
 
 
 def build_criterion(stage: VALPATStageConfig, pretraining: PretrainingData) -> VALPATLoss:

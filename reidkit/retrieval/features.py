@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -30,7 +30,7 @@ class ExtractedFeatures(NamedTuple):
 @torch.no_grad()
 def extract_features(
     model: nn.Module | Callable[[Tensor], Tensor],
-    loader: Iterable[Sequence],
+    loader: Iterable[Sequence[Any]],
     flip: bool = True,
     device: torch.device | str | None = None,
     *,
@@ -79,14 +79,14 @@ def extract_features(
             camids.append(torch.as_tensor(batch_camids, dtype=torch.int64).reshape(-1))
             paths.extend(batch_paths if batch_paths is not None else [""] * images.shape[0])
     finally:
-        if was_training:
+        if was_training and isinstance(model, nn.Module):
             model.train()
     if not features:
         raise ValueError("loader yielded no batches")
     return ExtractedFeatures(torch.cat(features), torch.cat(pids), torch.cat(camids), paths)
 
 
-def _unpack(batch: Sequence) -> tuple[Tensor, object, object, list[str] | None]:
+def _unpack(batch: Sequence[Any]) -> tuple[Tensor, object, object, list[str] | None]:
     if not isinstance(batch, (tuple, list)) or len(batch) not in (3, 4):
         raise ValueError(
             "loader must yield (images, pids, camids[, paths]) batches, got "

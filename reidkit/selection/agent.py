@@ -149,8 +149,10 @@ class InformationSelectorAgent(nn.Module):
                 f"features must have shape (B, {self.num_patches}, {self.feature_dim}), got "
                 f"{tuple(features.shape)}"
             )
+        hidden: Tensor
         hidden, _ = self.lstm(features.detach())
-        return self.head(hidden).squeeze(-1)
+        logits: Tensor = self.head(hidden)
+        return logits.squeeze(-1)
 
     def forward(self, features: Tensor, scores: Tensor | None = None) -> AgentOutput:
         """Select ``M`` patches per image and, when training with scores, compute the loss.

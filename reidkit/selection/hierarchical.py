@@ -12,12 +12,14 @@ and belong to their own optimiser.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 from torch import Tensor, nn
 
+from reidkit.clip.text_encoder import CLIPTextEncoder
 from reidkit.losses import SupConLoss
-from reidkit.prompts import encode_class_prompts
+from reidkit.prompts import MultiGranularityPromptLearner, encode_class_prompts
 from reidkit.selection.agent import InformationSelectorAgent, gather_patches
 from reidkit.selection.alignment import PatchToTokenAlignment
 from reidkit.selection.attention import top_indices
@@ -54,8 +56,8 @@ class HierarchicalPromptLearning(nn.Module):
 
     def __init__(
         self,
-        prompts: nn.Module,
-        text_encoder: nn.Module,
+        prompts: MultiGranularityPromptLearner,
+        text_encoder: CLIPTextEncoder,
         partition: HierarchicalPatchPartition,
         alignment: PatchToTokenAlignment | None = None,
         agents: Sequence[InformationSelectorAgent] | None = None,
@@ -129,8 +131,9 @@ class HierarchicalPromptLearning(nn.Module):
                 rewards.append(decision.reward.mean())
                 indices = decision.indices
             else:
-                scores = self.partition.pool(attention, k)[..., 0]
-                indices = top_indices(scores, self.selected[k])
+                # Alignment without agents: forward checked attention, __init__ selected.
+                scores = self.partition.pool(cast(Tensor, attention), k)[..., 0]
+                indices = top_indices(scores, cast(tuple[int, ...], self.selected)[k])
             patches = gather_patches(level.features, indices)
             otce.append(self.alignment(patches, classes.tokens, pids).loss)
         stage1 = stage1_objective(contrastive, otce or None, self.alpha, self.beta)

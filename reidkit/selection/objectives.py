@@ -48,7 +48,7 @@ def stage1_objective(
         raise ValueError("contrastive must hold one loss per level, got none")
     count = len(contrastive)
     alphas = _level_weights("alpha", alpha, count)
-    total = sum(weight * loss for weight, loss in zip(alphas, contrastive))
+    total: Tensor | int = sum(weight * loss for weight, loss in zip(alphas, contrastive))
     if alignment is not None:
         if len(alignment) != count:
             raise ValueError(

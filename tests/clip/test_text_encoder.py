@@ -226,3 +226,10 @@ def test_the_bidirectional_mode_needs_end_of_text_pooling() -> None:
         CLIPTextEncoder(model, causal=False)
     with pytest.raises(ValueError, match="causal must be a bool"):
         CLIPTextEncoder(tiny_clip()[0], causal="no")
+
+
+def test_end_of_text_pooling_needs_the_end_of_text_id() -> None:
+    model, _ = tiny_clip()
+    model.text_pool_type, model.text_eos_id = "eos", None
+    with pytest.raises(ValueError, match="pooled at 'eos' must have an eos_id"):
+        CLIPTextEncoder(model)
