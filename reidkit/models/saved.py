@@ -123,7 +123,12 @@ def _build_aaformer(arguments: Mapping[str, Any]) -> nn.Module:
 
     backbone = arguments["backbone"]
     vit, _, _ = build_vit(backbone["name"], None, tuple(backbone["image_size"]))
-    aaformer = AAformer(vit, tuple(arguments["part_groups"]), assignment=arguments["assignment"])
+    aaformer = AAformer(
+        vit,
+        tuple(arguments["part_groups"]),
+        assignment=arguments["assignment"],
+        similarity=arguments.get("similarity", "cosine"),  # model.json before the field: cosine
+    )
     heads = AAformerLoss(aaformer.output_dim, 1 + aaformer.num_parts, arguments["num_classes"])
     return AAformerReID(aaformer, heads)
 
