@@ -115,7 +115,12 @@ def _build_clip_reid(arguments: Mapping[str, Any]) -> nn.Module:
 
 
 def _build_pcl_clip(arguments: Mapping[str, Any]) -> nn.Module:
-    return PCLCLIPModel(_clip_tower(arguments), arguments["num_classes"])
+    return PCLCLIPModel(
+        _clip_tower(arguments),
+        arguments["num_classes"],
+        # model.json written before the field: the two necks' classifiers
+        id_classifier=arguments.get("id_classifier", "per_neck"),
+    )
 
 
 def _build_aaformer(arguments: Mapping[str, Any]) -> nn.Module:
