@@ -75,13 +75,20 @@ class PCLCLIPModel(nn.Module):
         self.image_encoder = CLIPImageEncoder(clip_model)
         self.id_classifier = id_classifier
         width, embed_dim = clip_model.visual.transformer.width, clip_model.visual.output_dim
-        self.feature_dim = width + embed_dim
         self.neck_projected: BNNeck | None = None
         if id_classifier == "concatenated":
             self.neck = BNNeck(width + embed_dim, num_classes)
         else:
             self.neck = BNNeck(width, num_classes)
             self.neck_projected = BNNeck(embed_dim, num_classes)
+
+    @property
+    def feature_dim(self) -> int:
+        """Width of ``f``: the tower's width plus the projection's."""
+        widths = [
+            neck.bn.num_features for neck in (self.neck, self.neck_projected) if neck is not None
+        ]
+        return sum(widths)
 
     def forward(self, images: Tensor) -> PCLCLIPOutput | Tensor:
         encoded = self.image_encoder(images)
