@@ -20,6 +20,13 @@ Examples::
     python examples/aaformer_market.py --preset paper --data-root ... \\
         --backbone open_clip:ViT-B-16 --pretrained openai --assignment nearest
 
+    # table IV's fixed partitions: PCB's six stripes, MGN's branches (global, 2 and 3 stripes)
+    python examples/aaformer_market.py --assignment stripes --part-groups 6
+    python examples/aaformer_market.py --assignment mgn --part-groups 3,4
+
+    # CUHK03-NP labeled boxes (tables IV-V), eq. 3's raw scores as in the paper preset
+    python examples/aaformer_market.py --preset paper-cuhk03 --data-root /data/cuhk03-np
+
     # continue an interrupted run from its last completed epoch (its config.yaml)
     python examples/aaformer_market.py --output-dir runs/aaformer_market --resume
 """
@@ -40,6 +47,7 @@ def main() -> None:
         ("--backbone", "backbone.name", "tiny, timm:<name> or open_clip:<name>"),
         ("--part-groups", "part_groups", "[PART] granularities, e.g. 2,3; [] for none"),
         ("--assignment", "assignment", f"one of {', '.join(aaformer.ASSIGNMENTS)}"),
+        ("--similarity", "similarity", "the assignment's scores: dot (eq. 3) or cosine"),
         ("--maps", "part_maps", "query images drawn in part_maps.png"),
     ):
         arguments.field_option(parser, flag, key, group=model, help=f"{text} (preset's)")

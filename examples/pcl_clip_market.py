@@ -6,11 +6,13 @@ learning. Every epoch starts by encoding the train set and re-initialising the m
 class means (as the released code does); within the epoch the centroids follow the features
 with momentum.
 
-``--mode supervised`` uses the ground-truth identities and adds the ID loss (Table 1,
-``L_pcl + L_id``). ``--mode unsupervised`` (sec. 4.2) ignores them: each epoch the train
-features are clustered with DBSCAN on the k-reciprocal Jaccard distance, outliers are left out
-of the epoch, the memory holds the cluster centroids, and the patch projection stays frozen.
-The pipeline is :mod:`reidkit.recipes.pcl_clip`.
+``--mode supervised`` uses the ground-truth identities and adds the ID loss of one classifier
+on the concatenated feature, as released (Table 1, ``L_pcl + L_id``). ``--mode unsupervised``
+(sec. 4.2) ignores them: each epoch the train features are clustered with DBSCAN on the
+k-reciprocal Jaccard distance, outliers are left out of the epoch, the memory holds the
+cluster centroids, the patch projection stays frozen and the batches spread each cluster over
+its cameras; the adjusted Rand index of the pseudo labels is logged every epoch. The pipeline
+is :mod:`reidkit.recipes.pcl_clip`.
 
 Examples::
 
@@ -21,6 +23,14 @@ Examples::
     # Market-1501 with ViT-B-16 and the paper's settings, on 2 GPUs
     torchrun --nproc_per_node=2 examples/pcl_clip_market.py --preset paper --mode supervised \\
         --data-root /data/Market-1501-v15.09.15 --output-dir runs/pcl_clip_market
+
+    # Table 1's rows: the weights of L_pcl, L_id and L_tri (here PCL-CLIP5), and CLIP-ReID's
+    # two ID classifiers instead of the released one
+    python examples/pcl_clip_market.py --loss-weight pcl=1 id=1 triplet=1
+    python examples/pcl_clip_market.py --id-classifier per_neck
+
+    # the paper's 200 iterations per epoch; the camera-aware sampler in the supervised mode
+    python examples/pcl_clip_market.py --iterations-per-epoch 200 --sampler camera_aware
 
     # continue an interrupted run from its last completed epoch (its config.yaml)
     python examples/pcl_clip_market.py --output-dir runs/pcl_clip_market --resume
@@ -43,6 +53,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
     parser.add_argument(
         "--mode", choices=pcl_clip.MODES, help="labels: start from the preset of this mode"
     )
+    options = parser.add_argument_group("PCL-CLIP")
+    for flag, key, text in (
+        ("--id-classifier", "id_classifier", "concatenated (released) or per_neck"),
+        ("--iterations-per-epoch", "iterations_per_epoch", "batches per epoch; null: one pass"),
+        ("--sampler", "sampler", "identity or camera_aware"),
+        ("--few-clusters", "clustering.few_clusters", "shrink or skip"),
+    ):
+        arguments.field_option(parser, flag, key, group=options, help=f"{text} (preset's)")
     args = arguments.parse_train_args(parser, argv)
     if args.mode is not None:  # --mode unsupervised --preset tiny: the preset tiny-unsupervised
         args.preset = pcl_clip.preset_name(args.preset or arguments.DEFAULT_PRESET, args.mode)

@@ -78,8 +78,10 @@ def test_the_common_settings_find_each_recipe_s_fields(capsys: pytest.CaptureFix
     shown = _config(capsys, "aaformer", "--lr", "3e-4", "--image-size", "96", "48", "--epochs", "9")
     assert shown["optimizer"]["lr"] == 3e-4 and shown["optimizer"]["epochs"] == 9
     assert shown["backbone"]["image_size"] == [96, 48]
-    shown = _config(capsys, "pcl_clip", "--preset", "tiny-unsupervised", "--loss-weight", "id=1")
-    assert shown["mode"] == "unsupervised" and shown["id_weight"] == 1.0
+    shown = _config(
+        capsys, "pcl_clip", "--preset", "tiny-unsupervised", "--loss-weight", "triplet=1"
+    )
+    assert shown["mode"] == "unsupervised" and shown["triplet_weight"] == 1.0
     shown = _config(capsys, "mmpl", "--loss-weight", "alignment=0.3", "transformation=0")
     assert shown["beta"] == 0.3 and shown["visual_prompts"]["transformation_weight"] == 0.0
 

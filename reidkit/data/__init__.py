@@ -36,7 +36,7 @@ from reidkit.data.registry import (
     build_dataset,
     build_text_dataset,
 )
-from reidkit.data.sampler import RandomIdentitySampler
+from reidkit.data.sampler import CameraAwareIdentitySampler, RandomIdentitySampler
 from reidkit.data.splits import ReIDRecord, ReIDSplits, relabel_identities
 from reidkit.data.synthetic import SyntheticReID, default_cache_dir, synthetic_identity
 from reidkit.data.synthetic_captions import SyntheticCaptionedReID
@@ -75,6 +75,7 @@ __all__ = [
     "SYNTHETIC_DATASETS",
     "TEXT_DATASETS",
     "AttributeSpec",
+    "CameraAwareIdentitySampler",
     "CaptionJSONReID",
     "CaptionedImage",
     "DukeMTMCreID",

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, TensorDataset, get_wo
 from torch.utils.data.distributed import DistributedSampler
 
 from reidkit.data.image_dataset import ReIDImageDataset
-from reidkit.data.sampler import RandomIdentitySampler
+from reidkit.data.sampler import CameraAwareIdentitySampler, RandomIdentitySampler
 from reidkit.data.splits import ReIDRecord
 from reidkit.distributed import get_rank, get_world_size
 
@@ -122,6 +122,7 @@ def make_train_loader(
     num_workers: int = 0,
     seed: int = 0,
     pin_memory: bool = False,
+    camera_aware: bool = False,
 ) -> DataLoader[tuple[Any, int, int, str]]:
     """A loader of ``P × K`` batches over a train split.
 
@@ -143,8 +144,11 @@ def make_train_loader(
         num_workers: loader processes.
         seed: seed of the identity sampling and of the augmentation.
         pin_memory: pin batches in page-locked memory (for GPU training).
+        camera_aware: spread each identity's ``K`` images over its cameras
+            (:class:`~reidkit.data.CameraAwareIdentitySampler`).
     """
-    sampler = RandomIdentitySampler(records, batch_size, num_instances, seed=seed)
+    sampler_type = CameraAwareIdentitySampler if camera_aware else RandomIdentitySampler
+    sampler = sampler_type(records, batch_size, num_instances, seed=seed)
     return DataLoader(
         _SeededItems(ReIDImageDataset(records, transform)),
         batch_size=batch_size,

@@ -1,4 +1,10 @@
-"""P×K identity sampling for metric-learning losses (triplet, SupCon)."""
+"""P×K identity sampling for metric-learning losses (triplet, SupCon, PCL).
+
+:class:`RandomIdentitySampler` draws each identity's ``K`` images at random;
+:class:`CameraAwareIdentitySampler` spreads them over the identity's cameras, as the
+unsupervised methods that PCL-CLIP builds on (ClusterContrast, CAP, O2CAP) sample their
+clusters.
+"""
 
 from __future__ import annotations
 
@@ -75,6 +81,7 @@ class RandomIdentitySampler(Sampler[int]):
         indices_by_pid: dict[int, list[int]] = defaultdict(list)
         for index, (_, pid, _) in enumerate(records):
             indices_by_pid[pid].append(index)
+        self.camids = [camid for _, _, camid in records]
         self.indices_by_pid = {pid: indices_by_pid[pid] for pid in sorted(indices_by_pid)}
         self.batch_size = batch_size
         self.num_instances = num_instances
@@ -135,3 +142,39 @@ class RandomIdentitySampler(Sampler[int]):
             return [rng.choice(indices, k, replace=True).tolist()]
         shuffled = rng.permutation(indices).tolist()
         return [shuffled[start : start + k] for start in range(0, len(shuffled) - k + 1, k)]
+
+
+class CameraAwareIdentitySampler(RandomIdentitySampler):
+    """P×K batches in which each identity's ``K`` images come from as many cameras as it has.
+
+    Like :class:`RandomIdentitySampler` (same batches of ``P`` identities, same epoch length,
+    same distributed behaviour), except how an identity's images are cut into chunks of
+    ``K``: each epoch the images that fill ``c = n // K`` chunks are drawn at random, grouped
+    by camera (cameras and images in random order) and dealt round-robin into the chunks.
+    The images of each camera are thereby spread evenly over the identity's chunks: in every
+    chunk a camera has ``floor(m / c)`` or ``ceil(m / c)`` of its ``m`` images, so a chunk
+    repeats a camera only when some camera has more images than there are chunks. A cluster
+    of pseudo labels thus shows the model its members seen by different cameras together, the
+    cross-camera positives an unsupervised run learns most from. An identity with fewer than
+    ``K`` images gives one chunk with all its images and, to fill it, others drawn with
+    replacement.
+
+    Args: as :class:`RandomIdentitySampler`; the records' camera ids are read.
+    """
+
+    def _chunks(self, pid: int, rng: np.random.Generator) -> list[list[int]]:
+        """One epoch of ``K``-image chunks of ``pid``, each camera spread over the chunks."""
+        indices = self.indices_by_pid[pid]
+        k = self.num_instances
+        if len(indices) < k:
+            extra = rng.choice(indices, k - len(indices), replace=True).tolist()
+            return [rng.permutation(indices).tolist() + extra]
+        num_chunks = len(indices) // k
+        used = rng.permutation(indices)[: num_chunks * k].tolist()
+        by_camera: dict[int, list[int]] = defaultdict(list)
+        for index in used:
+            by_camera[self.camids[index]].append(index)
+        cameras = list(by_camera)
+        ordered = [index for c in rng.permutation(len(cameras)) for index in by_camera[cameras[c]]]
+        chunks: list[list[int]] = [ordered[start::num_chunks] for start in range(num_chunks)]
+        return [rng.permutation(chunk).tolist() for chunk in chunks]

@@ -8,6 +8,8 @@
   :class:`~reidkit.distances.Distance`.
 * :class:`TransformationLoss`: MMPL's visual-prompt transformation loss (eq. 22-23).
 * :class:`PCLLoss`: PCL-CLIP's prototypical contrastive loss against a centroid memory (eq. 4).
+* :class:`PCLCLIPLoss`: PCL-CLIP's fine-tuning composition, PCL + ID + triplet weighted
+  (Table 1).
 * :class:`CLIPReIDLoss`: the stage-2 composition of CLIP-ReID and MMPL: ID on two BNNecks,
   triplet, image-to-text cross-entropy over ``K`` text levels, optional transformation loss.
 * :func:`multi_granularity_loss`: a loss against ``K`` levels of text features, averaged
@@ -45,6 +47,7 @@ from reidkit.losses.label_smoothing import CrossEntropyLabelSmooth
 from reidkit.losses.mlm import MaskedLanguageModelingLoss
 from reidkit.losses.multi_granularity import multi_granularity_loss
 from reidkit.losses.pcl import PCLLoss
+from reidkit.losses.pcl_clip import PCLCLIPLoss
 from reidkit.losses.queue_contrastive import QueueInfoNCELoss
 from reidkit.losses.ranking import CrossModalRankingLoss
 from reidkit.losses.supcon import SupConLoss
@@ -66,6 +69,7 @@ __all__ = [
     "ImageToTextCrossEntropy",
     "MaskedLanguageModelingLoss",
     "ObjectiveOutput",
+    "PCLCLIPLoss",
     "PCLLoss",
     "QueueInfoNCELoss",
     "ReductionLoss",

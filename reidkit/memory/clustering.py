@@ -55,3 +55,37 @@ def cluster_pseudo_labels(
         np.clip(distance, 0.0, None)
     )
     return torch.as_tensor(labels, dtype=torch.long, device=features.device)
+
+
+def pseudo_label_agreement(labels: Tensor, identities: Tensor) -> float:
+    """Adjusted Rand index of pseudo labels against the true identities.
+
+    The index counts the pairs of samples on which the two partitions agree (together in
+    both, apart in both), corrected for chance: 1 for identical partitions, about 0 for
+    independent ones (it can be negative). Every outlier (label ``-1``) counts as a cluster of
+    its own, so a clustering that leaves samples out is not rewarded for it.
+
+    Args:
+        labels: ``(N,)`` integer pseudo labels, ``-1`` for outliers
+            (:func:`cluster_pseudo_labels`).
+        identities: ``(N,)`` integer true identities.
+
+    Returns:
+        The adjusted Rand index, a float at most 1 (1 when both partitions put every sample
+        alone, or together).
+    """
+    for name, value in (("labels", labels), ("identities", identities)):
+        if not isinstance(value, Tensor) or value.dim() != 1 or value.is_floating_point():
+            shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+            raise ValueError(f"{name} must be a 1-D integer tensor, got {shape}")
+    if labels.shape != identities.shape:
+        raise ValueError(
+            f"labels and identities must have the same length, got {labels.shape[0]} and "
+            f"{identities.shape[0]}"
+        )
+    from sklearn.metrics import adjusted_rand_score
+
+    labels = labels.detach().cpu().clone()
+    outliers = labels < 0
+    labels[outliers] = int(labels.max()) + 1 + torch.arange(int(outliers.sum()))
+    return float(adjusted_rand_score(identities.detach().cpu().numpy(), labels.numpy()))

@@ -2,7 +2,8 @@
 
 * :class:`CLIPReIDModel`: CLIP's image encoder with CLIP-ReID's two BNNecks; with ``K``
   visual prompts it is also MMPL's stage-2 (and deployed) model.
-* :class:`PCLCLIPModel`: CLIP's image encoder with PCL-CLIP's two BNNecks.
+* :class:`PCLCLIPModel`: CLIP's image encoder with PCL-CLIP's batch-normalised features and
+  its ID classifier (one on the concatenated feature, as released, or one per neck).
 * :class:`AAformerReID`: :class:`reidkit.AAformer` with its per-token heads and losses.
 * :class:`UniPTImageEncoder`, :class:`UniPTTextEncoder` and :class:`UniPTPretrainingModel`:
   UniPT's dual encoder on CLIP's towers and its pre-training with MLM.

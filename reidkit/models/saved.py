@@ -115,7 +115,12 @@ def _build_clip_reid(arguments: Mapping[str, Any]) -> nn.Module:
 
 
 def _build_pcl_clip(arguments: Mapping[str, Any]) -> nn.Module:
-    return PCLCLIPModel(_clip_tower(arguments), arguments["num_classes"])
+    return PCLCLIPModel(
+        _clip_tower(arguments),
+        arguments["num_classes"],
+        # model.json written before the field: the two necks' classifiers
+        id_classifier=arguments.get("id_classifier", "per_neck"),
+    )
 
 
 def _build_aaformer(arguments: Mapping[str, Any]) -> nn.Module:
@@ -123,7 +128,12 @@ def _build_aaformer(arguments: Mapping[str, Any]) -> nn.Module:
 
     backbone = arguments["backbone"]
     vit, _, _ = build_vit(backbone["name"], None, tuple(backbone["image_size"]))
-    aaformer = AAformer(vit, tuple(arguments["part_groups"]), assignment=arguments["assignment"])
+    aaformer = AAformer(
+        vit,
+        tuple(arguments["part_groups"]),
+        assignment=arguments["assignment"],
+        similarity=arguments.get("similarity", "cosine"),  # model.json before the field: cosine
+    )
     heads = AAformerLoss(aaformer.output_dim, 1 + aaformer.num_parts, arguments["num_classes"])
     return AAformerReID(aaformer, heads)
 

@@ -23,7 +23,8 @@ from reidkit.ot.options import SinkhornOptions, consumer_options
 from reidkit.parts.assignment import (
     ASSIGNMENT_OPTIONS,
     OLD_LAYER_KEYWORDS,
-    AssignmentMethod,
+    PART_ASSIGNMENTS,
+    PartAssignment,
     Similarity,
     check_assignment,
     check_part_groups,
@@ -69,7 +70,10 @@ class AAformer(nn.Module):
         backbone: a timm ``VisionTransformer`` with a class token, an open_clip
             ``VisionTransformer`` (class-token pooling) or an open_clip CLIP model.
         part_groups: sizes of the [PART] groups; ``(2, 3)`` is the paper's default (Table VI).
-        assignment: ``"sinkhorn"`` (optimal transport, eq. 3-5) or ``"nearest"`` (Table V).
+        assignment: ``"sinkhorn"`` (optimal transport, eq. 3-5), ``"nearest"`` (Table V), or
+            a fixed partition of the patch grid, ``"stripes"`` (PCB) or ``"mgn"`` (MGN), Table
+            IV's "+PCB PT" and "+MGN PT" (see
+            :func:`~reidkit.parts.assignment.fixed_part_mask`).
         similarity: ``"cosine"``, ``"dot"`` (eq. 3) or a
             :class:`~reidkit.distances.Distance`: the assignment scores, see
             :func:`~reidkit.parts.assign_patches`.
@@ -94,7 +98,7 @@ class AAformer(nn.Module):
         backbone: nn.Module,
         part_groups: Sequence[int] = (2, 3),
         *,
-        assignment: AssignmentMethod = "sinkhorn",
+        assignment: PartAssignment = "sinkhorn",
         similarity: Similarity | Distance = "cosine",
         options: SinkhornOptions = ASSIGNMENT_OPTIONS,
         part_init_std: float = 0.02,
@@ -104,7 +108,7 @@ class AAformer(nn.Module):
         super().__init__()
         self.part_groups = check_part_groups(part_groups)
         self.num_parts = sum(self.part_groups)
-        check_assignment(assignment, similarity)
+        check_assignment(assignment, similarity, PART_ASSIGNMENTS)
         options = consumer_options("reidkit.AAformer", options, deprecated, OLD_LAYER_KEYWORDS)
         make_attention = partial(
             PartTokenAttention,

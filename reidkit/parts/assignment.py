@@ -22,6 +22,11 @@ are, a distance as its negative.
 
 [PART] groups (Table VI) partition the patches independently: with ``part_groups=(2, 3)`` the
 first two [PART]s split all patches into two sets and the last three split them into three.
+
+The fixed partitions of Table IV ("+PCB PT", "+MGN PT") replace the assignment by masks of the
+patch grid that do not depend on the image (:func:`fixed_part_mask`): ``"stripes"`` cuts the
+grid of every group into horizontal stripes as PCB does, ``"mgn"`` reads every group as one of
+MGN's branches (a [PART] over the whole image, then the stripes).
 """
 
 from __future__ import annotations
@@ -38,8 +43,15 @@ from reidkit.ot import sinkhorn
 from reidkit.ot.options import SinkhornOptions, consumer_options
 
 AssignmentMethod = Literal["sinkhorn", "nearest"]
+PartAssignment = Literal["sinkhorn", "nearest", "stripes", "mgn"]
 Similarity = Literal["cosine", "dot"]
 ASSIGNMENT_METHODS: tuple[str, ...] = ("sinkhorn", "nearest")
+"""The assignments computed from the [PART] queries and the patch keys (eq. 3-5, Table V)."""
+FIXED_PARTITIONS: tuple[str, ...] = ("stripes", "mgn")
+"""The fixed partitions of the patch grid of Table IV (:func:`fixed_part_mask`)."""
+PART_ASSIGNMENTS: tuple[str, ...] = ASSIGNMENT_METHODS + FIXED_PARTITIONS
+"""Every ``assignment=`` of :class:`~reidkit.parts.PartTokenAttention` and
+:class:`~reidkit.AAformer`."""
 SIMILARITIES: Mapping[str, Distance] = {
     "cosine": DotProductSimilarity(normalize_embeddings=True),
     "dot": DotProductSimilarity(),
@@ -71,13 +83,16 @@ def check_part_groups(part_groups: Sequence[int]) -> tuple[int, ...]:
     return tuple(part_groups)
 
 
-def check_assignment(method: str, similarity: str | Distance) -> Distance:
-    """Validate ``method`` and return the :class:`~reidkit.distances.Distance` of ``similarity``.
+def check_assignment(
+    method: str, similarity: str | Distance, methods: Sequence[str] = ASSIGNMENT_METHODS
+) -> Distance:
+    """Validate ``method`` (one of ``methods``) and return the
+    :class:`~reidkit.distances.Distance` of ``similarity``.
 
     Raises:
         ValueError: for an unknown method or similarity.
     """
-    checks.check_choice("method", method, ASSIGNMENT_METHODS)
+    checks.check_choice("method", method, tuple(methods))
     if isinstance(similarity, Distance):
         return similarity
     if not isinstance(similarity, str) or similarity not in SIMILARITIES:
@@ -170,6 +185,54 @@ def assignment_mask(assignment: Tensor, num_parts: int) -> Tensor:
     """
     parts = torch.arange(num_parts, device=assignment.device)
     return (assignment[..., :, None, :] == parts[:, None]).any(dim=-3)
+
+
+def fixed_part_mask(method: str, part_groups: Sequence[int], grid_size: tuple[int, int]) -> Tensor:
+    """The fixed partitions of Table IV: which patches each [PART] attends to, ``Phi_p``.
+
+    The patch grid of ``h`` rows is cut into horizontal stripes of equal height (row ``r`` of
+    ``s`` stripes goes to stripe ``floor(r s / h)``), top to bottom, group by group:
+
+    - ``"stripes"`` (PCB): the ``g`` [PART]s of a group take ``g`` stripes. PCB's partition is
+      ``part_groups=(6,)``; ``(2, 3)`` gives the stripes of MGN's two part branches.
+    - ``"mgn"`` (MGN): a group is one MGN branch. Its first [PART] attends to the whole image
+      (the branch's global feature) and the other ``g - 1`` take ``g - 1`` stripes, so the
+      [PART]s of a group overlap. MGN's branches (global, 2 and 3 stripes, the global branch
+      being the class token) are ``part_groups=(3, 4)``; a group of one is a second global
+      feature.
+
+    Args:
+        method: ``"stripes"`` or ``"mgn"``.
+        part_groups: the [PART] group sizes, e.g. ``(6,)`` or ``(3, 4)``.
+        grid_size: ``(h, w)`` patch grid, the patches numbered row by row.
+
+    Returns:
+        ``(P, h w)`` bool, ``True`` where patch ``n`` belongs to ``Phi_p``.
+
+    Raises:
+        ValueError: an unknown method, or a group with more stripes than the grid has rows.
+    """
+    checks.check_choice("method", method, FIXED_PARTITIONS)
+    groups = check_part_groups(part_groups)
+    rows, columns = grid_size
+    masks = []
+    for size in groups:
+        whole = method == "mgn"
+        stripes = size - 1 if whole else size
+        if stripes > rows:
+            raise ValueError(
+                f"part_groups {groups}: a group of {size} [PART]s needs {stripes} horizontal "
+                f"stripes ({method!r}), more than the {rows} rows of the patch grid"
+            )
+        if whole:
+            masks.append(torch.ones(1, rows * columns, dtype=torch.bool))
+        if stripes:
+            stripe_of_row = torch.arange(rows) * stripes // rows  # (h,)
+            stripe = stripe_of_row.repeat_interleave(columns)  # (h w,)
+            masks.append(stripe == torch.arange(stripes)[:, None])
+    if not masks:
+        return torch.zeros(0, rows * columns, dtype=torch.bool)
+    return torch.cat(masks)
 
 
 def _group_starts(groups: tuple[int, ...]) -> list[int]:

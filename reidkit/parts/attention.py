@@ -7,6 +7,10 @@ head the [PART] queries are prototypes to which the patch keys are assigned (eq.
 (eq. 2):
 
     Alignment(Q^PT_p, K, V) = Softmax(Q^PT_p K_{Phi_p}^T / sqrt(d)) V_{Phi_p}.
+
+With a fixed partition (``assignment="stripes"`` or ``"mgn"``, Table IV) the sets ``Phi_p``
+are masks of the patch grid (:func:`~reidkit.parts.assignment.fixed_part_mask`), the same in
+every head and image.
 """
 
 from __future__ import annotations
@@ -23,13 +27,17 @@ from reidkit.distances import Distance
 from reidkit.ot.options import SinkhornOptions, consumer_options
 from reidkit.parts.assignment import (
     ASSIGNMENT_OPTIONS,
+    FIXED_PARTITIONS,
     OLD_LAYER_KEYWORDS,
+    PART_ASSIGNMENTS,
     AssignmentMethod,
+    PartAssignment,
     Similarity,
     assign_patches,
     assignment_mask,
     check_assignment,
     check_part_groups,
+    fixed_part_mask,
 )
 
 
@@ -42,9 +50,10 @@ class PartTokenAttention(nn.Module):
     ordinary self-attention of eq. 1.
 
     After each forward pass, :attr:`last_assignment` ``(B, heads, G, N)`` holds the global
-    [PART] index given to every patch in each head and group, and :attr:`last_part_attention`
-    ``(B, heads, P, N)`` the attention weights of eq. 2 (zero outside ``Phi_p``); both are
-    detached.
+    [PART] index given to every patch in each head and group (``None`` with a fixed
+    partition), :attr:`last_part_mask` ``(B, heads, P, N)`` the sets ``Phi_p`` and
+    :attr:`last_part_attention` ``(B, heads, P, N)`` the attention weights of eq. 2 (zero
+    outside ``Phi_p``); all are detached.
 
     Args:
         dim: token width ``D``.
@@ -55,8 +64,10 @@ class PartTokenAttention(nn.Module):
         qkv_bias: whether a newly created ``qkv`` layer has a bias.
         attn_drop: dropout on the attention weights, in training only.
         proj_drop: dropout after the output projection.
-        assignment: ``"sinkhorn"`` (equal-partition optimal transport, eq. 3-5) or ``"nearest"``
-            (nearest [PART] prototype, the Table V ablation).
+        assignment: ``"sinkhorn"`` (equal-partition optimal transport, eq. 3-5), ``"nearest"``
+            (nearest [PART] prototype, the Table V ablation), or a fixed partition of the
+            patch grid, ``"stripes"`` (PCB) or ``"mgn"`` (MGN), the rows "+PCB PT" and
+            "+MGN PT" of Table IV (see :func:`~reidkit.parts.assignment.fixed_part_mask`).
         similarity: ``"cosine"``, ``"dot"`` or a :class:`~reidkit.distances.Distance`: the
             scores between [PART] queries and patch keys, see
             :func:`~reidkit.parts.assign_patches`.
@@ -67,6 +78,8 @@ class PartTokenAttention(nn.Module):
         qkv: an existing ``D -> 3D`` projection to use (e.g. a pretrained ViT's), its output
             laid out as ``(3, heads, d)``; a new one is created when ``None``.
         proj: an existing ``D -> D`` output projection to use; created when ``None``.
+        grid_size: ``(h, w)`` patch grid, the patches numbered row by row; needed by the fixed
+            partitions only.
         **deprecated: ``epsilon``, ``sinkhorn_iterations`` (the field ``max_iter``) and
             ``sinkhorn_backend`` (the field ``backend``) as keywords, as before ``options``
             (deprecated: they set those fields and warn once).
@@ -86,23 +99,34 @@ class PartTokenAttention(nn.Module):
         qkv_bias: bool = True,
         attn_drop: float = 0.0,
         proj_drop: float = 0.0,
-        assignment: AssignmentMethod = "sinkhorn",
+        assignment: PartAssignment = "sinkhorn",
         similarity: Similarity | Distance = "cosine",
         options: SinkhornOptions = ASSIGNMENT_OPTIONS,
         qkv: nn.Linear | None = None,
         proj: nn.Linear | None = None,
+        grid_size: tuple[int, int] | None = None,
         **deprecated: Any,
     ) -> None:
         super().__init__()
         if num_heads < 1 or dim % num_heads != 0:
             raise ValueError(f"dim ({dim}) must be a positive multiple of num_heads ({num_heads})")
         checks.check_integer("num_prefix_tokens", num_prefix_tokens, 0)
-        self.similarity = check_assignment(assignment, similarity)
+        self.similarity = check_assignment(assignment, similarity, PART_ASSIGNMENTS)
         self.options = consumer_options(
             "reidkit.PartTokenAttention", options, deprecated, OLD_LAYER_KEYWORDS
         )
         self.part_groups = check_part_groups(part_groups)
         self.num_parts = sum(self.part_groups)
+        fixed_mask = None
+        if assignment in FIXED_PARTITIONS:
+            if grid_size is None:
+                raise ValueError(
+                    f"assignment={assignment!r} is a fixed partition of the patch grid and "
+                    "needs grid_size=(h, w)"
+                )
+            fixed_mask = fixed_part_mask(assignment, self.part_groups, grid_size)
+        self.fixed_mask: Tensor | None
+        self.register_buffer("fixed_mask", fixed_mask, persistent=False)
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.num_prefix_tokens = num_prefix_tokens
@@ -122,6 +146,7 @@ class PartTokenAttention(nn.Module):
         self.proj_drop = nn.Dropout(proj_drop)
         self.assignment = assignment
         self.last_assignment: Tensor | None = None
+        self.last_part_mask: Tensor | None = None
         self.last_part_attention: Tensor | None = None
 
     def forward(
@@ -136,8 +161,8 @@ class PartTokenAttention(nn.Module):
         Args:
             x: the token sequence ``[prefix, PART_1 .. PART_P, patches]``.
             assignment: an optional ``(B, heads, G, N)`` hard assignment (global [PART] indices,
-                as in :attr:`last_assignment`) used instead of computing one, e.g. fixed
-                stripes or an assignment to replay.
+                as in :attr:`last_assignment`) used instead of computing one, e.g. an
+                assignment to replay; it also replaces a fixed partition.
             attn_mask, is_causal: accepted for timm's block interface; must stay unset.
         """
         start, stop = self.num_prefix_tokens, self.num_prefix_tokens + self.num_parts
@@ -167,12 +192,19 @@ class PartTokenAttention(nn.Module):
         start, stop = self.num_prefix_tokens, self.num_prefix_tokens + self.num_parts
         part_queries, patch_keys = q[:, :, start:stop], k[:, :, stop:]
         expected = (*q.shape[:2], len(self.part_groups), patch_keys.shape[2])
-        if assignment is None:
+        if assignment is None and self.fixed_mask is not None:
+            if self.fixed_mask.shape[-1] != patch_keys.shape[2]:
+                raise ValueError(
+                    f"the fixed {self.assignment!r} partition covers {self.fixed_mask.shape[-1]} "
+                    f"patches, the input has {patch_keys.shape[2]}"
+                )
+            mask = self.fixed_mask.expand(*q.shape[:2], -1, -1)
+        elif assignment is None:
             assignment = assign_patches(
                 part_queries,
                 patch_keys,
                 self.part_groups,
-                method=self.assignment,
+                method=cast(AssignmentMethod, self.assignment),  # fixed partitions return above
                 similarity=self.similarity,
                 options=self.options,
             )
@@ -186,13 +218,15 @@ class PartTokenAttention(nn.Module):
                 f"with [PART] indices in [0, {self.num_parts}), got {assignment.dtype} "
                 f"{tuple(assignment.shape)}"
             )
-        mask = assignment_mask(assignment, self.num_parts)  # (B, heads, P, N)
+        if assignment is not None:
+            mask = assignment_mask(assignment, self.num_parts)  # (B, heads, P, N)
         # A [PART] that receives no patch attends to itself rather than to nothing.
         empty = ~mask.any(dim=-1)
         keys_mask = torch.cat([torch.diag_embed(empty), mask], dim=-1)  # (B, heads, P, P + N)
         logits: Tensor = (part_queries * self.head_dim**-0.5) @ k[:, :, start:].transpose(-1, -2)
         weights = logits.masked_fill(~keys_mask, float("-inf")).softmax(dim=-1)
-        self.last_assignment = assignment.detach()
+        self.last_assignment = None if assignment is None else assignment.detach()
+        self.last_part_mask = mask.detach()
         self.last_part_attention = weights[..., self.num_parts :].detach()
         if self.training and self.attn_drop > 0:
             weights = F.dropout(weights, self.attn_drop)

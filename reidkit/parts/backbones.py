@@ -72,7 +72,13 @@ class TimmViT(ViTAdapter):
         self.grid_size = tuple(vit.patch_embed.grid_size)
         for index, block in enumerate(vit.blocks):
             block.attn = _convert_timm_attention(
-                block.attn, index, partial(make_attention, num_prefix_tokens=self.num_prefix_tokens)
+                block.attn,
+                index,
+                partial(
+                    make_attention,
+                    num_prefix_tokens=self.num_prefix_tokens,
+                    grid_size=self.grid_size,
+                ),
             )
 
     def embed(self, images: Tensor) -> Tensor:
@@ -118,7 +124,9 @@ class OpenCLIPViT(ViTAdapter):
         for index, block in enumerate(visual.transformer.resblocks):
             block.attn = MultiheadAttentionInterface(
                 _convert_multihead_attention(
-                    block.attn, index, partial(make_attention, num_prefix_tokens=1)
+                    block.attn,
+                    index,
+                    partial(make_attention, num_prefix_tokens=1, grid_size=self.grid_size),
                 ),
                 batch_first,
             )
@@ -184,7 +192,7 @@ def wrap_backbone(
         backbone: a timm ``VisionTransformer``, an open_clip ``VisionTransformer``, or an
             open_clip CLIP model (its ``visual`` tower is used).
         make_attention: ``(dim, num_heads, qkv=..., proj=..., qkv_bias=..., attn_drop=...,
-            proj_drop=..., num_prefix_tokens=...) -> PartTokenAttention``.
+            proj_drop=..., num_prefix_tokens=..., grid_size=...) -> PartTokenAttention``.
         checkpoint_activations: recompute open_clip blocks in the backward pass.
     """
     from open_clip.transformer import VisionTransformer as OpenCLIPVisionTransformer

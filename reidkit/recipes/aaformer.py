@@ -16,6 +16,12 @@ Example::
 
     nearest = dataclasses.replace(aaformer.PRESETS["tiny"], assignment="nearest")  # table V
     aaformer.train(nearest, Runtime(output_dir="runs/aaformer_nearest"))
+    pcb = dataclasses.replace(aaformer.PRESETS["tiny"], assignment="stripes", part_groups=(6,))
+
+The presets: ``paper`` (sec. IV-A on Market-1501, eq. 3's raw query-key scores),
+``paper-cuhk03`` (the same on CUHK03-NP's labeled boxes, the CUHK03(L) columns of tables
+IV-V; ``data.dataset=cuhk03_detected`` for the detected boxes) and ``tiny`` (the built-in
+data, a small random ViT, cosine scores).
 """
 
 from __future__ import annotations
@@ -33,8 +39,14 @@ from reidkit.distributed import data_parallel, is_main_process
 from reidkit.engine import WarmupCosineLR, move_to_device, seed_everything
 from reidkit.models import AAformerReID, ModelSpec, build_vit
 from reidkit.ot import SinkhornOptions
-from reidkit.parts import AAformer, AAformerLoss, assignment_mask, save_part_assignment_maps
-from reidkit.parts.assignment import ASSIGNMENT_OPTIONS, AssignmentMethod
+from reidkit.parts import AAformer, AAformerLoss, save_part_assignment_maps
+from reidkit.parts.assignment import (
+    ASSIGNMENT_OPTIONS,
+    PART_ASSIGNMENTS,
+    SIMILARITIES,
+    AssignmentMethod,
+    Similarity,
+)
 from reidkit.recipes.common import (
     Recipe,
     ReIDData,
@@ -60,7 +72,8 @@ from reidkit.recipes.config import (
 NAME = "aaformer"
 STAGE = "aaformer"
 OPTIMIZERS = ("sgd", "adamw")
-ASSIGNMENTS = ("sinkhorn", "nearest")
+ASSIGNMENTS = PART_ASSIGNMENTS
+"""``sinkhorn`` (eq. 3-5), ``nearest`` (table V), ``stripes`` and ``mgn`` (table IV)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,7 +139,15 @@ class AAformerConfig(Section):
     Attributes:
         backbone: the ViT and its input.
         part_groups: the [PART] granularities (Table VI), e.g. ``(2, 3)``; ``()`` for none.
-        assignment: ``"sinkhorn"`` (optimal transport) or ``"nearest"`` (Table V's ablation).
+        assignment: ``"sinkhorn"`` (optimal transport), ``"nearest"`` (Table V's ablation), or
+            a fixed partition of the patch grid (Table IV): ``"stripes"`` (PCB's horizontal
+            stripes, each group of ``g`` [PART]s takes ``g`` stripes; PCB is
+            ``part_groups=(6,)``) or ``"mgn"`` (each group one MGN branch: a [PART] over the
+            whole image, then ``g - 1`` stripes; MGN is ``part_groups=(3, 4)``), see
+            :func:`reidkit.parts.assignment.fixed_part_mask`.
+        similarity: the assignment's scores between [PART] queries and patch keys:
+            ``"dot"`` (eq. 3's raw product ``Q^PT K^T``) or ``"cosine"`` (both L2-normalised
+            per head, as SwAV's prototypes and features are); unused by the fixed partitions.
         epsilon: entropic regularisation of the assignment (eq. 3).
         sinkhorn_iterations: Sinkhorn iterations of the assignment, all run (eq. 5).
         data: the data set and the ``P x K`` batches; ``batch_size`` counts every process's
@@ -147,11 +168,13 @@ class AAformerConfig(Section):
     label_smoothing: float
     triplet_margin: float
     part_maps: int
+    similarity: str = "cosine"  # the scores of configurations written before the field
 
     def check(self) -> None:
         if any(size < 1 for size in self.part_groups):
             self.fail("part_groups", f"must hold integers >= 1, got {self.part_groups}")
         self.require("assignment", checks.check_choice, ASSIGNMENTS)
+        self.require("similarity", checks.check_choice, tuple(SIMILARITIES))
         self.require("label_smoothing", checks.check_number, at_least=0, below=1)
         positive_numbers(self, "triplet_margin", "epsilon")
         self.require("sinkhorn_iterations", checks.check_integer, 1)
@@ -165,13 +188,15 @@ class AAformerConfig(Section):
 
 
 PAPER = AAformerConfig(
-    # Sec. IV-A: ImageNet ViT-B/16 at 256x128, [PART] granularities {2, 3}, 16 ids x 4 images,
-    # SGD (momentum 0.9, weight decay 1e-4), warm-up 8e-4 -> 8e-3 in 10 epochs, cosine, 120.
+    # Sec. IV-A: ImageNet ViT-B/16 at 256x128, [PART] granularities {2, 3} (table VI), OT on
+    # eq. 3's raw query-key products with epsilon 0.05 and 3 iterations, 16 ids x 4 images, SGD
+    # (momentum 0.9, weight decay 1e-4), warm-up 8e-4 -> 8e-3 in 10 epochs, cosine, 120 epochs.
     backbone=BackboneConfig(
         name="timm:vit_base_patch16_224", pretrained="default", image_size=(256, 128)
     ),
     part_groups=(2, 3),
     assignment="sinkhorn",
+    similarity="dot",
     epsilon=0.05,
     sinkhorn_iterations=3,
     data=DataConfig(dataset="market1501", root=None, batch_size=64, num_instances=4),
@@ -189,9 +214,18 @@ PAPER = AAformerConfig(
     part_maps=4,
 )
 
+PAPER_CUHK03 = dataclasses.replace(
+    # Tables IV-V report CUHK03(L): the new protocol's labeled boxes, with sec. IV-A's settings.
+    PAPER,
+    data=dataclasses.replace(PAPER.data, dataset="cuhk03_labeled"),
+)
+
 TINY = dataclasses.replace(
     PAPER,
     backbone=BackboneConfig(name="tiny", pretrained=None, image_size=(128, 64)),
+    # A random ViT's raw query-key products span far more than epsilon = 0.05, and three
+    # Sinkhorn iterations then leave the partition far from equal: cosine scores, as SwAV's.
+    similarity="cosine",
     data=DataConfig(dataset="synthetic", root=None, batch_size=32, num_instances=4),
     # A tiny random ViT learning from scratch: AdamW, which learned faster than the paper's SGD
     # here (synthetic mAP 0.12 against 0.09 after 8 epochs, one seed).
@@ -200,7 +234,7 @@ TINY = dataclasses.replace(
     ),
 )
 
-PRESETS: dict[str, AAformerConfig] = {"paper": PAPER, "tiny": TINY}
+PRESETS: dict[str, AAformerConfig] = {"paper": PAPER, "paper-cuhk03": PAPER_CUHK03, "tiny": TINY}
 
 
 def build_optimizer(
@@ -245,6 +279,7 @@ def train(config: AAformerConfig, runtime: Runtime) -> dict[str, Any]:
         vit,
         config.part_groups,
         assignment=cast(AssignmentMethod, config.assignment),  # AAformerConfig.check checks it
+        similarity=cast(Similarity, config.similarity),  # AAformerConfig.check checks it
         options=config.assignment_options(),
     )
     data = build_data(
@@ -314,6 +349,7 @@ def model_spec(
             "backbone": {"name": backbone.name, "image_size": backbone.image_size},
             "part_groups": config.part_groups,
             "assignment": config.assignment,
+            "similarity": config.similarity,
             "num_classes": num_classes,
         },
         image_size=backbone.image_size,
@@ -341,9 +377,7 @@ def inspect_parts(
         aaformer(images)
     index = min(2, len(aaformer.attention_layers()) - 1)
     layer = aaformer.attention_layers()[index]
-    counts = (
-        assignment_mask(cast(Tensor, layer.last_assignment), aaformer.num_parts).sum(-1).float()
-    )
+    counts = cast(Tensor, layer.last_part_mask).sum(-1).float()  # set by the forward above
     path = save_part_assignment_maps(
         images,
         aaformer.part_attention_maps(layer=index, head=0),

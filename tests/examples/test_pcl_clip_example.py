@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 import time
@@ -68,3 +69,42 @@ def test_unsupervised_loop_clusters_every_epoch(tmp_path: Path) -> None:
         assert math.isfinite(entry["pcl"]) and "id" not in entry
         assert entry["clusters"] >= 8 and entry["outliers"] >= 0  # P = 32 / 4 clusters at least
     _check_metrics(report["results"]["pcl_clip_unsupervised"])
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not os.environ.get("REIDKIT_MARKET_ROOT"), reason="needs REIDKIT_MARKET_ROOT (real images)"
+)
+def test_unsupervised_run_on_real_images_outlives_too_few_clusters(tmp_path: Path) -> None:
+    # 32 train images of 16 people, two each: DBSCAN (min_samples 3) finds fewer clusters than
+    # the P = 8 identities of a batch; the run used to stop in the sampler.
+    root = os.environ["REIDKIT_MARKET_ROOT"]
+    report = _run(
+        tmp_path,
+        *("--mode", "unsupervised", "--epochs", "2"),
+        *("--dataset", "market1501", "--data-root", root),
+    )
+    history = report["results"]["pseudo_labels"]
+    assert [entry["epoch"] for entry in history["epochs"]] == [1, 2]
+    forms = [entry["batches"] for entry in history["epochs"]]
+    assert set(forms) <= {"shrunk", "skipped"}  # never the configured 8 identities
+    assert history["skipped_epochs"] == forms.count("skipped")
+    assert history["shrunk_epochs"] == forms.count("shrunk")
+    for entry in history["epochs"]:
+        assert entry["clusters"] < 8 and -1 <= entry["adjusted_rand_index"] <= 1
+        assert entry["identities_per_batch"] == (
+            entry["clusters"] if entry["batches"] == "shrunk" else 0
+        )
+    _check_metrics(report["results"]["pcl_clip_unsupervised"])
+
+
+@pytest.mark.slow
+def test_unsupervised_loop_logs_the_agreement_of_its_pseudo_labels(tmp_path: Path) -> None:
+    report = _run(
+        tmp_path, "--mode", "unsupervised", "--epochs", "1", "--iterations-per-epoch", "3"
+    )
+    (entry,) = report["results"]["pseudo_labels"]["epochs"]
+    assert entry["batches"] == "full" and entry["clusters"] >= 8
+    (logged,) = report["stages"]["unsupervised"]["epochs"]
+    assert logged["ari"] == pytest.approx(entry["adjusted_rand_index"])
+    assert 0 < entry["adjusted_rand_index"] <= 1  # the synthetic people cluster above chance

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
+from hypothesis import assume, given
+from hypothesis import strategies as st
 from sklearn.metrics import adjusted_rand_score
 
-from reidkit.memory import cluster_pseudo_labels
+from reidkit.memory import cluster_pseudo_labels, pseudo_label_agreement
 
 
 def _blobs(num_clusters: int, per_cluster: int, dim: int, spread: float, seed: int):
@@ -55,3 +59,44 @@ def test_bad_arguments_raise_value_errors(kwargs, match) -> None:
     arguments = {"features": torch.randn(5, 3), **kwargs}
     with pytest.raises(ValueError, match=match):
         cluster_pseudo_labels(**arguments)
+
+
+def _adjusted_rand_index_reference(a: list[int], b: list[int]) -> float:
+    """Hubert and Arabie's adjusted Rand index from the contingency table, in float64."""
+    pairs = lambda n: n * (n - 1) / 2  # noqa: E731
+    table: dict[tuple[int, int], int] = {}
+    for x, y in zip(a, b):
+        table[x, y] = table.get((x, y), 0) + 1
+    rows = [sum(c for (x, _), c in table.items() if x == r) for r in set(a)]
+    columns = [sum(c for (_, y), c in table.items() if y == k) for k in set(b)]
+    index = sum(pairs(c) for c in table.values())
+    row_pairs, column_pairs = sum(map(pairs, rows)), sum(map(pairs, columns))
+    expected = row_pairs * column_pairs / pairs(len(a))
+    maximum = (row_pairs + column_pairs) / 2
+    if maximum == expected:  # both partitions trivial alike: the index is undefined
+        return math.nan
+    return (index - expected) / (maximum - expected)
+
+
+@given(data=st.lists(st.tuples(st.integers(-1, 4), st.integers(0, 3)), min_size=3, max_size=30))
+def test_agreement_is_the_adjusted_rand_index_with_outliers_alone(data) -> None:
+    labels = [label for label, _ in data]
+    identities = [identity for _, identity in data]
+    singletons = iter(range(100, 200))
+    expected_labels = [label if label >= 0 else next(singletons) for label in labels]
+    reference = _adjusted_rand_index_reference(expected_labels, identities)
+    assume(math.isfinite(reference))
+    value = pseudo_label_agreement(torch.tensor(labels), torch.tensor(identities))
+    assert value == pytest.approx(reference, abs=1e-12)
+
+
+def test_agreement_of_a_perfect_and_of_a_collapsed_clustering() -> None:
+    identities = torch.tensor([0, 0, 1, 1, 2, 2])
+    assert pseudo_label_agreement(torch.tensor([5, 5, 3, 3, 1, 1]), identities) == 1.0
+    assert pseudo_label_agreement(torch.tensor([0, 0, 0, 0, 0, 0]), identities) == 0.0
+    # Outliers are not a cluster: leaving a pair out loses their agreement.
+    assert pseudo_label_agreement(torch.tensor([0, 0, 1, 1, -1, -1]), identities) < 1.0
+    with pytest.raises(ValueError, match="same length"):
+        pseudo_label_agreement(torch.tensor([0, 1]), identities)
+    with pytest.raises(ValueError, match="labels must be a 1-D integer tensor"):
+        pseudo_label_agreement(torch.tensor([0.0, 1.0]), torch.tensor([0, 1]))

@@ -62,11 +62,15 @@ def _clip_reid(prompts: int) -> tuple[nn.Module, dict]:
     return model, spec
 
 
-def _pcl_clip() -> tuple[nn.Module, dict]:
+def _pcl_clip(id_classifier: str | None = "concatenated") -> tuple[nn.Module, dict]:
+    """PCL-CLIP's model; ``id_classifier=None``: the two necks, described as before the
+    field (a model.json without it)."""
     config = pcl_clip.PRESETS["tiny"]
-    model = PCLCLIPModel(build_clip(config.clip, torch.device("cpu"), frozen=False), NUM_CLASSES)
+    clip_model = build_clip(config.clip, torch.device("cpu"), frozen=False)
+    model = PCLCLIPModel(clip_model, NUM_CLASSES, id_classifier or "per_neck")
+    described = {} if id_classifier is None else {"id_classifier": id_classifier}
     spec = clip_model_spec(
-        "pcl_clip", "pcl_clip", config.clip, config.data, NUM_CLASSES, normalize=True
+        "pcl_clip", "pcl_clip", config.clip, config.data, NUM_CLASSES, normalize=True, **described
     )
     return model, spec
 
@@ -84,6 +88,8 @@ BUILDERS = {
     "clip_reid": lambda: _clip_reid(0),
     "mmpl": lambda: _clip_reid(3),
     "pcl_clip": _pcl_clip,
+    "pcl_clip_per_neck": lambda: _pcl_clip("per_neck"),
+    "pcl_clip_described_before_the_field": lambda: _pcl_clip(None),
     "aaformer": _aaformer,
 }
 

@@ -10,6 +10,7 @@ from torch import nn
 
 from reidkit.ot import SinkhornOptions
 from reidkit.parts import AAformer, PartTokenAttention, assignment_mask
+from reidkit.parts.assignment import SIMILARITIES, fixed_part_mask
 from tests.clip.tiny_models import as_sequence_first
 from tests.parts.tiny_backbones import person_images, tiny_open_clip_visual, tiny_timm_vit
 
@@ -114,3 +115,30 @@ def test_bad_arguments_raise() -> None:
         model.part_attention_maps(layer=0)
     with pytest.raises(ValueError, match="layer"):
         model.part_attention_maps(layer=5)
+
+
+def test_similarity_reaches_every_layer() -> None:
+    model = AAformer(tiny_timm_vit(), part_groups=(2,), similarity="dot")
+    assert all(layer.similarity == SIMILARITIES["dot"] for layer in model.attention_layers())
+    with pytest.raises(ValueError, match="similarity"):
+        AAformer(tiny_timm_vit(), part_groups=(2,), similarity="l2")
+
+
+@pytest.mark.parametrize("backbone", [tiny_timm_vit, tiny_open_clip_visual])
+@pytest.mark.parametrize("method", ["stripes", "mgn"])
+def test_fixed_partitions_follow_the_patch_grid(backbone, method) -> None:
+    model = AAformer(backbone(), part_groups=(2, 3), assignment=method).eval()
+    with torch.no_grad():
+        features = model(person_images())
+    assert features.tokens.shape[1] == 6
+    expected = fixed_part_mask(method, (2, 3), model.grid_size)
+    for layer in model.attention_layers():
+        assert torch.equal(layer.last_part_mask[0, 0], expected)
+        assert torch.equal(layer.last_part_mask[1, -1], expected)
+    maps = model.part_attention_maps(layer=0, head=1)
+    assert torch.equal(maps > 0, expected.reshape(5, *model.grid_size).expand_as(maps))
+
+
+def test_fixed_partitions_beyond_the_grid_raise() -> None:
+    with pytest.raises(ValueError, match="rows of the patch grid"):
+        AAformer(tiny_timm_vit(), part_groups=(6,), assignment="stripes")  # 4 rows

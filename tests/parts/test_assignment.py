@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from reidkit.distances import EuclideanDistance
 from reidkit.ot import SinkhornOptions
 from reidkit.parts import assign_patches, assignment_mask
-from reidkit.parts.assignment import ASSIGNMENT_OPTIONS
+from reidkit.parts.assignment import ASSIGNMENT_OPTIONS, fixed_part_mask
 
 
 def _biased_problem(seed: int, batch: int = 6, parts: int = 5, patches: int = 60, dim: int = 16):
@@ -187,3 +187,48 @@ def test_the_former_keywords_set_the_options_and_warn(fresh_deprecations: None) 
     assert [str(record.message) for record in records] == [message]
     assert records[0].filename == __file__
     assert torch.equal(old, expected)
+
+
+def _stripe_of_row_reference(row: int, rows: int, stripes: int) -> int:
+    """Stripe of ``row``: the one whose band [s h / S, (s + 1) h / S) holds the row's top."""
+    return next(s for s in range(stripes) if s * rows <= row * stripes < (s + 1) * rows)
+
+
+@pytest.mark.parametrize("grid", [(4, 2), (8, 4), (7, 3), (16, 8)])
+@pytest.mark.parametrize("part_groups", [(2, 3), (6,), (1, 4), (3, 4)])
+@pytest.mark.parametrize("method", ["stripes", "mgn"])
+def test_fixed_partitions_match_a_loop_over_the_grid(method, part_groups, grid) -> None:
+    rows, columns = grid
+    stripes_needed = [size - (method == "mgn") for size in part_groups]
+    if max(stripes_needed) > rows:
+        with pytest.raises(ValueError, match="more than the"):
+            fixed_part_mask(method, part_groups, grid)
+        return
+    mask = fixed_part_mask(method, part_groups, grid)
+    assert mask.shape == (sum(part_groups), rows * columns) and mask.dtype == torch.bool
+    part = 0
+    for size in part_groups:
+        if method == "mgn":  # the branch's global [PART] sees every patch
+            assert bool(mask[part].all())
+            part, size = part + 1, size - 1
+        for patch in range(rows * columns):
+            row = patch // columns
+            for stripe in range(size):
+                inside = _stripe_of_row_reference(row, rows, size) == stripe
+                assert bool(mask[part + stripe, patch]) == inside
+        part += size
+
+
+def test_pcb_stripes_are_horizontal_bands_of_equal_height() -> None:
+    mask = fixed_part_mask("stripes", (6,), (12, 4)).reshape(6, 12, 4)
+    for stripe in range(6):
+        expected = torch.zeros(12, 4, dtype=torch.bool)
+        expected[2 * stripe : 2 * stripe + 2] = True
+        assert torch.equal(mask[stripe], expected)
+
+
+def test_fixed_partition_rejects_unknown_methods() -> None:
+    with pytest.raises(ValueError, match="method"):
+        fixed_part_mask("sinkhorn", (2,), (4, 2))
+    with pytest.raises(ValueError, match="method"):
+        assign_patches(torch.randn(2, 4), torch.randn(5, 4), (2,), method="stripes")

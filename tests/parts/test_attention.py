@@ -12,6 +12,7 @@ from timm.models.vision_transformer import Attention
 
 from reidkit.ot import SinkhornOptions
 from reidkit.parts import PartTokenAttention, assign_patches, assignment_mask
+from reidkit.parts.assignment import fixed_part_mask
 
 DIM, HEADS, PREFIX = 16, 2, 1
 
@@ -196,3 +197,27 @@ def test_any_small_shape_matches_reference(part_groups, patches, batch, seed) ->
     ends = starts + torch.tensor(part_groups)
     assert ((assignment >= starts[:, None]) & (assignment < ends[:, None])).all()
     torch.testing.assert_close(out, _reference(layer, x, assignment))
+
+
+@pytest.mark.parametrize("method", ["stripes", "mgn"])
+def test_fixed_partition_matches_brute_force_reference(method) -> None:
+    part_groups, grid = (2, 3), (4, 3)  # 12 patches
+    layer = _layer(part_groups, assignment=method, grid_size=grid)
+    x = _tokens(5)
+    out = layer(x)
+    mask = fixed_part_mask(method, part_groups, grid)
+    assert layer.last_assignment is None
+    assert torch.equal(layer.last_part_mask, mask.expand(2, HEADS, -1, -1))
+    # The reference reads membership per patch; write the masks as one assignment row per
+    # [PART] (the patches outside it go to a [PART] of no interest: -1 never matches).
+    rows = torch.where(mask, torch.arange(5)[:, None], torch.tensor(-1))
+    torch.testing.assert_close(out, _reference(layer, x, rows.expand(2, HEADS, -1, -1)))
+    assert torch.all(layer.last_part_attention[~layer.last_part_mask] == 0)
+
+
+def test_fixed_partition_needs_the_grid() -> None:
+    with pytest.raises(ValueError, match="grid_size"):
+        PartTokenAttention(DIM, HEADS, (2,), assignment="stripes")
+    layer = _layer((2,), assignment="stripes", grid_size=(4, 2))
+    with pytest.raises(ValueError, match="covers 8 patches, the input has 12"):
+        layer(_tokens(2))
