@@ -19,7 +19,8 @@ TINY = mmpl.PRESETS["tiny"]
 def test_the_baseline_shares_every_section_it_has() -> None:
     baseline = mmpl.baseline_config(TINY)
     assert baseline == clip_reid.PRESETS["tiny"]
-    assert mmpl.baseline_config(mmpl.PRESETS["paper"]) == clip_reid.PRESETS["paper"]
+    weighted = mmpl.PRESETS["paper-clipreid-weights"]
+    assert mmpl.baseline_config(weighted) == clip_reid.PRESETS["paper"]
     for field in dataclasses.fields(baseline):
         assert getattr(baseline, field.name) == getattr(TINY, field.name), field.name
 
@@ -50,7 +51,12 @@ def clip_model() -> torch.nn.Module:
 
 @pytest.mark.parametrize(
     ("agent", "alignment", "has_agents", "needs_attention"),
-    [(True, True, True, False), (False, True, False, True), (True, False, False, False)],
+    [
+        (True, True, True, False),  # ISA and PTA
+        (False, True, False, True),  # PTA, patches by class-token attention
+        (True, False, True, False),  # ISA without PTA: the pooled selection
+        (False, False, False, False),  # neither
+    ],
 )
 def test_stage_one_holds_the_enabled_parts(
     clip_model, agent: bool, alignment: bool, has_agents: bool, needs_attention: bool
