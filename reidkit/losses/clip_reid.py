@@ -22,8 +22,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from reidkit.losses.label_smoothing import CrossEntropyLabelSmooth
 from reidkit import checks
+from reidkit.losses.label_smoothing import CrossEntropyLabelSmooth
 from reidkit.losses.multi_granularity import LEVEL_REDUCTIONS, multi_granularity_loss
 from reidkit.losses.text_cross_entropy import ImageToTextCrossEntropy
 from reidkit.losses.transformation import TransformationLoss

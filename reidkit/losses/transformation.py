@@ -10,7 +10,7 @@ identity, while the prompts are pushed apart from each other. Two forms are offe
 
 ``form="stabilised"`` (the default) bounds and rescales it::
 
-    L_tr = sum_k || W P_v^k - T^k ||_1 / E  +  sum_{i<j} max(0, m_ij - || W P_v^i - W P_v^j ||_1 / E)
+    L_tr = sum_k |W P_v^k - T^k|_1 / E  +  sum_{i<j} max(0, m_ij - |W P_v^i - W P_v^j|_1 / E)
 
 In both, ``W`` is a learned bias-free linear projection from the vision transformer's width to
 the text features' size ``E`` (the identity when both widths agree): the printed equation
@@ -45,9 +45,8 @@ from torch import Tensor, nn
 from reidkit import checks
 from reidkit.losses.base import ReductionLoss
 
-
 FORMS = ("stabilised", "printed")
-"""The forms of :class:`TransformationLoss`: the bounded, per-coordinate one and eq. 23 as printed."""
+"""The forms of :class:`TransformationLoss`: bounded and per coordinate, or eq. 23 as printed."""
 
 
 class TransformationLoss(ReductionLoss):

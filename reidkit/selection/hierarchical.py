@@ -17,15 +17,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from reidkit.losses import SupConLoss
 from reidkit import checks
+from reidkit.losses import SupConLoss
 from reidkit.prompts import ClassPromptCache, ClassPromptFeatures, encode_class_prompts
 from reidkit.selection.agent import InformationSelectorAgent, gather_patches
 from reidkit.selection.alignment import PatchToTokenAlignment
 from reidkit.selection.attention import top_indices
 from reidkit.selection.objectives import stage1_objective
 from reidkit.selection.partition import HierarchicalPatchPartition
-
 
 TEXT_GRADIENTS = ("all", "batch")
 """Which identities' prompts stage 1 encodes with gradients: every identity's, or the batch's."""
@@ -51,7 +50,8 @@ class HierarchicalPromptLearning(nn.Module):
         contrastive: the loss for ``L_i2t`` and ``L_t2i`` (default: CLIP-ReID's
             :class:`reidkit.SupConLoss`, dot products at temperature 1).
         text_gradient: ``"all"`` (exact: every identity's prompt encoded with gradients) or
-            ``"batch"`` (only the batch's identities; see :class:`reidkit.prompts.ClassPromptCache`).
+            ``"batch"`` (only the batch's identities; see
+            :class:`reidkit.prompts.ClassPromptCache`).
         text_refresh_every: with ``"batch"``, encode the other identities every this many
             steps (1: every step, the loss stays exact).
 
