@@ -117,6 +117,15 @@ def parse_args() -> tuple[argparse.ArgumentParser, argparse.Namespace]:
         arguments.field_option(parser, flag, key, group=ablation, choices=choices, help=text)
     arguments.field_option(
         parser,
+        "--agent-reads-scores",
+        "agent.reads_scores",
+        group=ablation,
+        action="store_const",
+        const=True,
+        help="the agents' policy reads (s^f, s^e), not s^f alone (eq. 7)",
+    )
+    arguments.field_option(
+        parser,
         "--baseline",
         "compare_baseline",
         action=argparse.BooleanOptionalAction,

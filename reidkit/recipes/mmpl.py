@@ -139,6 +139,8 @@ class AgentConfig(Section):
         hidden: width of the Bi-LSTM.
         episodes: ``Z`` sampled selections per image (eq. 11).
         budget_weight: ``gamma`` of the budget penalty (eq. 12).
+        reads_scores: the policy reads the whole state ``(s^f, s^e)`` instead of ``s^f`` alone
+            (eq. 7); see :class:`reidkit.InformationSelectorAgent`.
     """
 
     enabled: bool
@@ -147,6 +149,7 @@ class AgentConfig(Section):
     hidden: int
     episodes: int
     budget_weight: float
+    reads_scores: bool = False
 
     def check(self) -> None:
         self.require("epochs", checks.check_integer, 0)
@@ -471,6 +474,7 @@ def build_hierarchical_prompt_learning(
                 hidden_size=config.agent.hidden,
                 episodes=config.agent.episodes,
                 budget_weight=config.agent.budget_weight,
+                reads_scores=config.agent.reads_scores,
             )
             for count, kept in zip(config.levels.patch_counts, config.levels.selected)
         ]

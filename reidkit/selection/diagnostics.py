@@ -147,7 +147,7 @@ def stage1_diagnostics(
             for k, level in enumerate(module.partition(patch_map, embedding)):
                 sums = totals[k]
                 if module.agents is not None:
-                    indices = module.agents[k](level.features).indices
+                    indices = module.agents[k](level.features, level.scores).indices
                 elif module.alignment is not None:
                     scores = module.partition.pool(attention[0], k)[..., 0]
                     indices = top_indices(scores, module.selected[k])

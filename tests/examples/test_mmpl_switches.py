@@ -68,6 +68,7 @@ def test_figure_and_loss_switches(monkeypatch) -> None:
         "batch",
         "--text-refresh-every",
         "20",
+        "--agent-reads-scores",
     )
     assert config.levels.n_ctx == (8,)  # figs. 4-6
     assert (config.alpha, config.beta) == (2.0, 0.02)  # figs. 7-8
@@ -75,6 +76,7 @@ def test_figure_and_loss_switches(monkeypatch) -> None:
     assert config.visual_prompts.transformation_form == "printed"
     assert config.image_to_text_levels == "sum"
     assert config.text_encoding == mmpl.TextEncodingConfig("batch", 20)
+    assert config.agent.reads_scores and not TINY.agent.reads_scores
     margin = _config(monkeypatch, "--transformation-margin", "0.3")
     assert margin.visual_prompts.transformation_margin == 0.3
 
