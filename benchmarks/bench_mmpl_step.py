@@ -6,6 +6,12 @@
   identities' prompts at each of the ``K`` levels (the softmax of eq. 18 runs over all of
   them), runs the agents and the patch-to-token OT, and applies eq. 20. Both start from cached
   frozen-encoder features, as the recipes do.
+  The stage-1 options of :class:`reidkit.recipes.mmpl.TextEncodingConfig` are timed beside
+  the exact step: ``mmpl_batch_grad`` (the other identities' prompts encoded without
+  gradients at every step: the same loss) and ``mmpl_cached<n>`` (re-encoded every ``n``
+  steps: the time of ``n`` consecutive steps divided by ``n``). The batch is ``P x 4``
+  (``P`` identities of 4 images), as the recipes sample it. The methods are timed in turns,
+  round after round, so that a busy machine slows them alike.
 * ``image_encoder`` (stage 2): CLIP-ReID's image encoder with two BNNecks, ID, triplet and
   ``L_i2tce``; MMPL adds the visual prompt generator, ``K`` prompt tokens in every block,
   ``L_i2tce`` against ``K`` levels and ``L_tr`` (eq. 24).
@@ -22,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import statistics
 import sys
 from pathlib import Path
 
@@ -33,7 +40,7 @@ from harness import (
     plot_metric,
     print_table,
     save_results,
-    time_call,
+    time_interleaved,
 )
 
 from reidkit.clip import CLIPTextEncoder
@@ -41,7 +48,7 @@ from reidkit.losses import CLIPReIDLoss, SupConLoss, TransformationLoss
 from reidkit.models import CLIPReIDModel, CLIPReIDOutput
 from reidkit.prompts import MultiGranularityPromptLearner, PromptLearner
 from reidkit.recipes.common import build_clip
-from reidkit.recipes.mmpl import PRESETS, build_hierarchical_prompt_learning
+from reidkit.recipes.mmpl import PRESETS, TextEncodingConfig, build_hierarchical_prompt_learning
 
 SIZES = {"tiny": {"classes": 32, "batch": 32}, "paper": {"classes": 751, "batch": 64}}
 
@@ -52,6 +59,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--batch", type=int, default=None, help="override the size's batch")
     parser.add_argument("--classes", type=int, default=None, help="override the identities")
+    parser.add_argument(
+        "--refresh-every", type=int, default=10, help="n of the cached stage-1 option"
+    )
     parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR, help="results folder")
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -68,7 +78,7 @@ def main() -> None:
     )
     grid = tuple(clip_model.visual.grid_size)
     embed_dim, width = clip_model.visual.output_dim, clip_model.visual.transformer.width
-    pids = torch.arange(batch, device=device) % classes
+    pids = (torch.arange(batch, device=device) // 4) % classes  # P x K with K = 4
     patch_map = torch.randn(batch, *grid, embed_dim, device=device)
     embedding = torch.randn(batch, embed_dim, device=device)
     images = torch.randn(batch, 3, *image_size, device=device)
@@ -92,6 +102,30 @@ def main() -> None:
 
     def mmpl_prompt_step() -> None:
         hierarchical(patch_map, embedding, pids)["loss"].backward()
+
+    def option_step(text_encoding: TextEncodingConfig, steps: int):
+        option = build_hierarchical_prompt_learning(
+            dataclasses.replace(config, text_encoding=text_encoding),
+            prompt_levels,
+            text_encoder,
+            grid,
+            embed_dim,
+        ).to(device)
+
+        def step() -> None:  # ``steps`` steps, so that a refresh every ``steps`` is amortised
+            for _ in range(steps):
+                option(patch_map, embedding, pids)["loss"].backward()
+
+        return step
+
+    refresh = args.refresh_every
+    prompt_options = {
+        "mmpl_batch_grad": (option_step(TextEncodingConfig("batch", 1), 1), 1),
+        f"mmpl_cached{refresh}": (
+            option_step(TextEncodingConfig("batch", refresh), refresh),
+            refresh,
+        ),
+    }
 
     # Stage 2.
     text_levels = [torch.randn(classes, embed_dim, device=device) for _ in levels.n_ctx]
@@ -121,26 +155,36 @@ def main() -> None:
 
     rows = []
     shape = f"B={batch},L={classes},K={levels.count},{image_size[0]}x{image_size[1]}"
-    for stage, baseline, mmpl in (
-        ("prompts", baseline_prompt_step, mmpl_prompt_step),
-        ("image_encoder", baseline_image_step, mmpl_image_step),
+    for stage, baseline, mmpl, options in (
+        ("prompts", baseline_prompt_step, mmpl_prompt_step, prompt_options),
+        ("image_encoder", baseline_image_step, mmpl_image_step, {}),
     ):
-        times = {}
-        for method, step in (("clip_reid", baseline), ("mmpl", mmpl)):
-            times[method] = time_call(step, device, repeats=args.repeats)
-            rows.append(
-                BenchmarkRow(f"{stage}_step", shape, method, device.type, "time_s", times[method])
-            )
-        rows.append(
-            BenchmarkRow(
-                f"{stage}_step",
-                shape,
-                "mmpl/clip_reid",
-                device.type,
-                "ratio",
-                times["mmpl"] / times["clip_reid"],
-            )
+        steps = {"clip_reid": (baseline, 1), "mmpl": (mmpl, 1), **options}
+        samples = time_interleaved(
+            {method: step for method, (step, _) in steps.items()},
+            device,
+            rounds=args.repeats,
         )
+        times = {
+            method: statistics.median(samples[method]) / count
+            for method, (_, count) in steps.items()
+        }
+        for method, seconds in times.items():
+            rows.append(
+                BenchmarkRow(f"{stage}_step", shape, method, device.type, "time_s", seconds)
+            )
+        for method in steps:
+            if method != "clip_reid":
+                rows.append(
+                    BenchmarkRow(
+                        f"{stage}_step",
+                        shape,
+                        f"{method}/clip_reid",
+                        device.type,
+                        "ratio",
+                        times[method] / times["clip_reid"],
+                    )
+                )
     print(describe_machine())
     print_table(rows)
     name = f"mmpl_step_{args.size}_b{batch}_l{classes}"

@@ -20,9 +20,24 @@ Examples::
         --output-dir runs/mmpl_market
     torchrun --nproc_per_node=2 examples/mmpl_market.py --preset paper --data-root ...
 
-    # ablations (tables 3-5): no agent (class-token attention), no alignment, no CPL, K levels
-    python examples/mmpl_market.py --no-agent
-    python examples/mmpl_market.py --no-alignment --no-cpl --levels 2
+    # ablations (tables 3-5, figs. 4-8), each row one command:
+    python examples/mmpl_market.py --no-hpl --no-cpl           # table 3: baseline
+    python examples/mmpl_market.py --no-cpl                    # table 3: HPL only
+    python examples/mmpl_market.py --no-hpl                    # table 3: CPL only
+    python examples/mmpl_market.py --no-agent --no-alignment   # table 4: neither ISA nor PTA
+    python examples/mmpl_market.py --no-alignment              # table 4: ISA without PTA
+    python examples/mmpl_market.py --no-agent                  # table 4: PTA, attention masks
+    python examples/mmpl_market.py --levels 2                  # table 5: K = 2
+    python examples/mmpl_market.py --levels 1 --n-ctx 8        # figs. 4-6: N at k = 1
+    python examples/mmpl_market.py --alpha 1 --beta 0.01       # figs. 7-8: alpha / beta = 100
+    python examples/mmpl_market.py --tau 0.05                  # tau of eq. 18
+
+    # stage 2 as printed (eq. 24 unit weights, eq. 23 printed) or CLIP-ReID's weighting
+    python examples/mmpl_market.py --preset tiny-paper
+    python examples/mmpl_market.py --transformation printed --image-to-text-levels sum
+
+    # stage 1 faster: other identities' prompts without gradients, refreshed every 20 steps
+    python examples/mmpl_market.py --text-gradient batch --text-refresh-every 20
 
     # continue an interrupted run at whichever stage it stopped (its config.yaml)
     python examples/mmpl_market.py --resume
@@ -41,10 +56,15 @@ def parse_args() -> tuple[argparse.ArgumentParser, argparse.Namespace]:
     )
     ablation = parser.add_argument_group("ablations (paper tables 3-5)")
     ablation.add_argument(
-        "--no-agent", action="store_true", help="select patches by class-token attention"
+        "--no-agent",
+        action="store_true",
+        help="no selector agents: select by class-token attention (with alignment)",
     )
     ablation.add_argument(
-        "--no-alignment", action="store_true", help="prompts from contrastive losses only"
+        "--no-alignment",
+        action="store_true",
+        help="no patch-to-token OT: the agents' pooled selection in the contrastive losses, "
+        "or with --no-agent the global contrastive losses only",
     )
     ablation.add_argument(
         "--no-cpl", action="store_true", help="no visual prompts, no transformation loss"
@@ -56,6 +76,54 @@ def parse_args() -> tuple[argparse.ArgumentParser, argparse.Namespace]:
     ablation.add_argument("--n-ctx", type=int, nargs="+", help="N_k per level (preset's)")
     ablation.add_argument("--patch-counts", type=int, nargs="+", help="M_c per level (preset's)")
     ablation.add_argument("--selected", type=int, nargs="+", help="M per level (preset's)")
+    for flag, key, kind, text in (
+        ("--alpha", "alpha", float, "alpha_k of eq. 20 (contrastive losses)"),
+        ("--beta", "beta", float, "beta_k of eq. 20 (alignment loss)"),
+        ("--tau", "alignment.temperature", float, "temperature tau of eq. 18"),
+        (
+            "--transformation-margin",
+            "visual_prompts.transformation_margin",
+            float,
+            "hinge margin of the stabilised eq. 23 (default: from the text targets)",
+        ),
+        (
+            "--text-refresh-every",
+            "text_encoding.refresh_every",
+            int,
+            "with --text-gradient batch: re-encode the other identities every N steps",
+        ),
+    ):
+        arguments.field_option(parser, flag, key, group=ablation, type=kind, help=text)
+    for flag, key, choices, text in (
+        (
+            "--transformation",
+            "visual_prompts.transformation_form",
+            ("stabilised", "printed"),
+            "eq. 23 bounded per coordinate, or as printed",
+        ),
+        (
+            "--image-to-text-levels",
+            "image_to_text_levels",
+            ("mean", "sum"),
+            "stage 2's image-to-text term over the K levels",
+        ),
+        (
+            "--text-gradient",
+            "text_encoding.gradient",
+            ("all", "batch"),
+            "stage 1: every identity's prompts with gradients (exact), or the batch's only",
+        ),
+    ):
+        arguments.field_option(parser, flag, key, group=ablation, choices=choices, help=text)
+    arguments.field_option(
+        parser,
+        "--agent-reads-scores",
+        "agent.reads_scores",
+        group=ablation,
+        action="store_const",
+        const=True,
+        help="the agents' policy reads (s^f, s^e), not s^f alone (eq. 7)",
+    )
     arguments.field_option(
         parser,
         "--baseline",

@@ -8,7 +8,7 @@ feature; MMPL takes that cross-entropy against each of its ``K`` levels of text 
 
     L = w_id  sum_n L_id(z_n, y)                       (ID, label smoothing, per BNNeck n)
       + w_tri sum_f L_tri(f, y)                        (batch-hard triplet, per feature f)
-      + w_i2t mean_k L_i2tce(V, T^k, y)                (eq. 5 against level k)
+      + w_i2t mean_k L_i2tce(V, T^k, y)                (eq. 5 against level k; or sum_k)
       + w_tr  L_tr(P_v, [T^1_y, ..., T^K_y])           (eq. 23, with visual prompts only)
 
 With ``K = 1`` and no visual prompts this is CLIP-ReID's eq. 6 (``w_id = 0.25`` in its code).
@@ -22,8 +22,9 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
+from reidkit import checks
 from reidkit.losses.label_smoothing import CrossEntropyLabelSmooth
-from reidkit.losses.multi_granularity import multi_granularity_loss
+from reidkit.losses.multi_granularity import LEVEL_REDUCTIONS, multi_granularity_loss
 from reidkit.losses.text_cross_entropy import ImageToTextCrossEntropy
 from reidkit.losses.transformation import TransformationLoss
 from reidkit.losses.triplet import TripletLoss
@@ -55,6 +56,8 @@ class CLIPReIDLoss(nn.Module):
         triplet_margin: margin of the triplet loss.
         transformation: MMPL's :class:`~reidkit.losses.TransformationLoss` (its learned
             projection trains with the model), or ``None`` for a model without visual prompts.
+        level_reduction: ``"mean"`` or ``"sum"`` of the image-to-text term over the ``K``
+            levels (:func:`~reidkit.losses.multi_granularity_loss`).
     """
 
     def __init__(
@@ -66,6 +69,7 @@ class CLIPReIDLoss(nn.Module):
         label_smoothing: float = 0.1,
         triplet_margin: float = 0.3,
         transformation: TransformationLoss | None = None,
+        level_reduction: str = "mean",
     ) -> None:
         super().__init__()
         weights = {
@@ -90,6 +94,8 @@ class CLIPReIDLoss(nn.Module):
         self.triplet = TripletLoss(triplet_margin)
         self.image_to_text = ImageToTextCrossEntropy(label_smoothing)
         self.transformation = transformation
+        checks.check_choice("level_reduction", level_reduction, LEVEL_REDUCTIONS)
+        self.level_reduction = level_reduction
 
     def forward(
         self,
@@ -121,7 +127,9 @@ class CLIPReIDLoss(nn.Module):
             raise ValueError("logits and triplet_features must each hold at least one tensor")
         ids = sum(self.identity(neck_logits, labels) for neck_logits in logits)
         triplets = sum(self.triplet(features, labels) for features in triplet_features)
-        image_to_text = multi_granularity_loss(self.image_to_text, embedding, levels, labels)
+        image_to_text = multi_granularity_loss(
+            self.image_to_text, embedding, levels, labels, self.level_reduction
+        )
         loss = (
             self.id_weight * ids
             + self.triplet_weight * triplets
@@ -143,5 +151,6 @@ class CLIPReIDLoss(nn.Module):
         return (
             f"id_weight={self.id_weight}, triplet_weight={self.triplet_weight}, "
             f"image_to_text_weight={self.image_to_text_weight}, "
-            f"transformation_weight={self.transformation_weight}"
+            f"transformation_weight={self.transformation_weight}, "
+            f"level_reduction={self.level_reduction}"
         )

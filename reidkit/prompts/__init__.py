@@ -7,7 +7,7 @@ prompts for every identity into text features; :class:`VisualPromptGenerator` re
 for the ``prompts`` argument of :class:`reidkit.clip.CLIPImageEncoder`.
 """
 
-from reidkit.prompts.encoding import ClassPromptFeatures, encode_class_prompts
+from reidkit.prompts.encoding import ClassPromptCache, ClassPromptFeatures, encode_class_prompts
 from reidkit.prompts.id_specific import PromptLearner
 from reidkit.prompts.multi_granularity import MultiGranularityPromptLearner
 from reidkit.prompts.shared_context import SharedContextPromptLearner
@@ -15,6 +15,7 @@ from reidkit.prompts.template import PromptBatch, PromptTemplate
 from reidkit.prompts.visual import VisualPromptGenerator
 
 __all__ = [
+    "ClassPromptCache",
     "ClassPromptFeatures",
     "MultiGranularityPromptLearner",
     "PromptBatch",

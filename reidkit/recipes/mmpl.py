@@ -40,6 +40,8 @@ from reidkit.data import make_feature_loader
 from reidkit.distributed import data_parallel
 from reidkit.engine import seed_everything
 from reidkit.losses import TransformationLoss
+from reidkit.losses.multi_granularity import LEVEL_REDUCTIONS
+from reidkit.losses.transformation import FORMS as TRANSFORMATION_FORMS
 from reidkit.models import CLIPReIDModel
 from reidkit.ot import SinkhornOptions
 from reidkit.ot.options import STOP_RULES
@@ -77,11 +79,15 @@ from reidkit.selection import (
     HierarchicalPromptLearning,
     InformationSelectorAgent,
     PatchToTokenAlignment,
+    stage1_diagnostics,
 )
+from reidkit.selection.hierarchical import TEXT_GRADIENTS
 
 NAME = "mmpl"
 STAGES = ("prompts", "image_encoder")
 BASELINE_FOLDER = "clip_reid"
+DIAGNOSTICS_RESULT = "stage1_diagnostics"
+"""The key of :func:`reidkit.selection.stage1_diagnostics`'s values in the report's results."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,12 +133,14 @@ class AgentConfig(Section):
 
     Attributes:
         enabled: select patches with the agents; ``False``: by the class token's attention in
-            the last block (table 3). Without alignment no patch is selected at all.
+            the last block with alignment, no selection without it (table 4's ISA).
         epochs: the agents learn for the first this many epochs of stage 1, then stay fixed.
         lr: their Adam's learning rate.
         hidden: width of the Bi-LSTM.
         episodes: ``Z`` sampled selections per image (eq. 11).
         budget_weight: ``gamma`` of the budget penalty (eq. 12).
+        reads_scores: the policy reads the whole state ``(s^f, s^e)`` instead of ``s^f`` alone
+            (eq. 7); see :class:`reidkit.InformationSelectorAgent`.
     """
 
     enabled: bool
@@ -141,6 +149,7 @@ class AgentConfig(Section):
     hidden: int
     episodes: int
     budget_weight: float
+    reads_scores: bool = False
 
     def check(self) -> None:
         self.require("epochs", checks.check_integer, 0)
@@ -154,8 +163,11 @@ class AlignmentConfig(Section):
     """The patch-to-token alignment by optimal transport (eq. 13-19).
 
     Attributes:
-        enabled: ``False``: the prompts learn from the contrastive losses alone (table 4).
-        temperature: ``tau`` of eq. 18.
+        enabled: ``False``: no patch-to-token OT (table 4's PTA); with the agents their
+            selection enters the contrastive losses instead (see
+            :class:`reidkit.HierarchicalPromptLearning`), without them the prompts learn from
+            the contrastive losses of the global feature alone.
+        temperature: ``tau`` of eq. 18 (the paper gives no value; 0.07 is CLIP's initial one).
         epsilon: entropic regularisation ``lambda`` of the Sinkhorn iterations.
         max_iter: at most this many iterations.
         tol: stop when the stop rule's error is below it.
@@ -192,17 +204,54 @@ class VisualPromptConfig(Section):
         enabled: ``False``: no visual prompts and no transformation loss (table 5).
         conv_stride: stride of the prompt generator's 3x3 convolution.
         transformation_weight: weight of ``L_tr`` in eq. 24.
-        transformation_margin: hinge margin of its diversity term.
+        transformation_margin: hinge margin of its diversity term, per coordinate in the text
+            features' units (``form="stabilised"``); ``null``: each pair's gap between its
+            text targets, so that the two terms cannot pull against each other.
+        transformation_form: ``"stabilised"`` (projection, per-coordinate means, hinge) or
+            ``"printed"`` (eq. 23 as printed); see :class:`reidkit.losses.TransformationLoss`.
     """
 
     enabled: bool
     conv_stride: int
     transformation_weight: float
-    transformation_margin: float
+    transformation_margin: float | None
+    transformation_form: str = "stabilised"
 
     def check(self) -> None:
         positive_integers(self, "conv_stride")
-        non_negative_numbers(self, "transformation_weight", "transformation_margin")
+        non_negative_numbers(self, "transformation_weight")
+        if self.transformation_margin is not None:
+            non_negative_numbers(self, "transformation_margin")
+        self.require("transformation_form", checks.check_choice, TRANSFORMATION_FORMS)
+        if self.transformation_form == "printed" and self.transformation_margin is not None:
+            self.fail(
+                "transformation_margin",
+                "applies to transformation_form 'stabilised' only; set it to null with "
+                f"'printed', got {self.transformation_margin}",
+            )
+
+
+@dataclasses.dataclass(frozen=True)
+class TextEncodingConfig(Section):
+    """How stage 1 encodes every identity's prompts (eq. 18's softmax runs over all ``L``).
+
+    Attributes:
+        gradient: ``"all"`` (exact: every identity's prompts with gradients) or ``"batch"``
+            (only the batch's identities; the others without gradients).
+        refresh_every: with ``"batch"``, encode the other identities every this many steps and
+            reuse them in between (1: every step, the loss stays exact).
+    """
+
+    gradient: str = "all"
+    refresh_every: int = 1
+
+    def check(self) -> None:
+        self.require("gradient", checks.check_choice, TEXT_GRADIENTS)
+        positive_integers(self, "refresh_every")
+        if self.gradient == "all" and self.refresh_every != 1:
+            self.fail(
+                "refresh_every", f"applies to gradient 'batch' only, got {self.refresh_every}"
+            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -225,6 +274,9 @@ class MMPLConfig(Section):
         loss: stage 2's ID, triplet and image-to-text weights.
         visual_prompts: the visual prompts and the transformation loss.
         compare_baseline: also train :func:`baseline_config` into ``<output_dir>/clip_reid``.
+        image_to_text_levels: ``"mean"`` or ``"sum"`` of stage 2's image-to-text
+            cross-entropy over the ``K`` levels.
+        text_encoding: stage 1's encoding of every identity's prompts (speed options).
     """
 
     clip: ClipConfig
@@ -241,16 +293,21 @@ class MMPLConfig(Section):
     loss: CLIPReIDLossConfig
     visual_prompts: VisualPromptConfig
     compare_baseline: bool
+    image_to_text_levels: str = "mean"
+    text_encoding: TextEncodingConfig = TextEncodingConfig()
 
     def check(self) -> None:
         positive_integers(self, "text_chunk_size")
         non_negative_numbers(self, "alpha", "beta")
+        self.require("image_to_text_levels", checks.check_choice, LEVEL_REDUCTIONS)
 
 
 PAPER = MMPLConfig(
     # Sec. 4.2: ViT-B/16 at 256x128 (16x8 patches), batch 64, K = 3 levels; CLIP-ReID's prompt
     # schedule (Adam 3.5e-4, 120 epochs) and stage 2 (Adam, 60 epochs, warm-up over 10 epochs
-    # from 5e-7 to 5e-6, x0.1 at epochs 30 and 50) and CLIP-ReID's stage-2 weights.
+    # from 5e-7 to 5e-6, x0.1 at epochs 30 and 50). Stage 2 is eq. 24 with unit weights, the
+    # image-to-text term summed over the levels as eq. 20 and 23 sum theirs, and eq. 23 as
+    # printed. docs/pipelines/mmpl.md lists every setting with its source.
     clip=clip_reid.PAPER.clip,
     data=clip_reid.PAPER.data,
     prompt=clip_reid.PAPER.prompt,
@@ -264,29 +321,61 @@ PAPER = MMPLConfig(
     beta=0.1,
     prompt_stage=clip_reid.PAPER.prompt_stage,
     image_stage=clip_reid.PAPER.image_stage,
-    loss=clip_reid.PAPER.loss,
+    loss=dataclasses.replace(
+        clip_reid.PAPER.loss, id_weight=1.0, triplet_weight=1.0, image_to_text_weight=1.0
+    ),
     visual_prompts=VisualPromptConfig(
-        enabled=True, conv_stride=1, transformation_weight=1.0, transformation_margin=1.0
+        enabled=True,
+        conv_stride=1,
+        transformation_weight=1.0,
+        transformation_margin=None,
+        transformation_form="printed",
     ),
     compare_baseline=False,
+    image_to_text_levels="sum",
+)
+
+PAPER_CLIPREID_WEIGHTS = dataclasses.replace(
+    PAPER,
+    # Stage 2 weighted as CLIP-ReID's code weights its eq. 6 (0.25 on the two necks' ID
+    # losses, the image-to-text term averaged over the levels) and the bounded, per-coordinate
+    # transformation loss with its margin taken from the text targets.
+    loss=clip_reid.PAPER.loss,
+    visual_prompts=dataclasses.replace(PAPER.visual_prompts, transformation_form="stabilised"),
+    image_to_text_levels="mean",
 )
 
 TINY = dataclasses.replace(
-    PAPER,
+    PAPER_CLIPREID_WEIGHTS,
     # CLIP-ReID's tiny preset (random tiny CLIP, 8x4 patches, the built-in data).
     clip=clip_reid.TINY.clip,
     data=clip_reid.TINY.data,
     prompt_stage=clip_reid.TINY.prompt_stage,
     image_stage=clip_reid.TINY.image_stage,
     levels=LevelsConfig(n_ctx=(4, 6, 8), patch_counts=(4, 16, 32), selected=(3, 10, 20)),
-    agent=dataclasses.replace(PAPER.agent, epochs=6, lr=1e-3, hidden=32),
+    # The paper's agents take about 10,000 steps (50 epochs of ~200); the tiny stage 1 has
+    # 100 (10 epochs of 10), in which Adam at 1e-3 barely moves them off random.
+    agent=dataclasses.replace(PAPER.agent, epochs=10, lr=1e-2, hidden=32),
     alignment=dataclasses.replace(PAPER.alignment, tol=1e-3, stop_rule="marginal"),
     # The 3x3 convolution would otherwise outweigh the tiny ViT.
-    visual_prompts=dataclasses.replace(PAPER.visual_prompts, conv_stride=4),
+    visual_prompts=dataclasses.replace(PAPER_CLIPREID_WEIGHTS.visual_prompts, conv_stride=4),
     compare_baseline=True,
 )
 
-PRESETS: dict[str, MMPLConfig] = {"paper": PAPER, "tiny": TINY}
+TINY_PAPER = dataclasses.replace(
+    TINY,
+    # The tiny sizes with the paper's stage 2 (unit weights, levels summed, eq. 23 as printed).
+    loss=PAPER.loss,
+    visual_prompts=dataclasses.replace(PAPER.visual_prompts, conv_stride=4),
+    image_to_text_levels=PAPER.image_to_text_levels,
+)
+
+PRESETS: dict[str, MMPLConfig] = {
+    "paper": PAPER,
+    "paper-clipreid-weights": PAPER_CLIPREID_WEIGHTS,
+    "tiny": TINY,
+    "tiny-paper": TINY_PAPER,
+}
 
 
 def baseline_config(config: MMPLConfig) -> clip_reid.CLIPReIDConfig:
@@ -338,12 +427,14 @@ def without_hierarchy(config: MMPLConfig) -> MMPLConfig:
 
 
 def without_agent(config: MMPLConfig) -> MMPLConfig:
-    """Patches selected by the class token's attention instead of the agents (table 3)."""
+    """No selector agents (table 4, ISA x): with alignment, patches selected by the class
+    token's attention; without it, no selection."""
     return dataclasses.replace(config, agent=dataclasses.replace(config.agent, enabled=False))
 
 
 def without_alignment(config: MMPLConfig) -> MMPLConfig:
-    """Prompts from the contrastive losses alone (table 4)."""
+    """No patch-to-token OT (table 4, PTA x): with the agents, their pooled selection in the
+    contrastive losses (ISA without PTA); without them, the global contrastive losses alone."""
     alignment = dataclasses.replace(config.alignment, enabled=False)
     return dataclasses.replace(config, alignment=alignment)
 
@@ -376,7 +467,7 @@ def build_hierarchical_prompt_learning(
         else None
     )
     agents = None
-    if config.agent.enabled and settings.enabled:  # the selection only feeds the alignment
+    if config.agent.enabled:
         agents = [
             InformationSelectorAgent(
                 embed_dim,
@@ -385,6 +476,7 @@ def build_hierarchical_prompt_learning(
                 hidden_size=config.agent.hidden,
                 episodes=config.agent.episodes,
                 budget_weight=config.agent.budget_weight,
+                reads_scores=config.agent.reads_scores,
             )
             for count, kept in zip(config.levels.patch_counts, config.levels.selected)
         ]
@@ -397,6 +489,20 @@ def build_hierarchical_prompt_learning(
         config.levels.selected,
         alpha=config.alpha,
         beta=config.beta,
+        text_gradient=config.text_encoding.gradient,
+        text_refresh_every=config.text_encoding.refresh_every,
+    )
+
+
+def build_transformation_loss(
+    config: VisualPromptConfig, prompt_width: int, text_dim: int
+) -> TransformationLoss:
+    """Eq. 23 in the configured form, from the visual prompts' width to the text features'."""
+    return TransformationLoss(
+        prompt_width,
+        text_dim,
+        margin=config.transformation_margin,
+        form=config.transformation_form,
     )
 
 
@@ -433,10 +539,8 @@ def train(config: MMPLConfig, runtime: Runtime) -> dict[str, Any]:
     ).to(device)
     transformation = None
     if visual.enabled:
-        transformation = TransformationLoss(
-            clip_model.visual.transformer.width,
-            clip_model.visual.output_dim,
-            margin=visual.transformation_margin,
+        transformation = build_transformation_loss(
+            visual, clip_model.visual.transformer.width, clip_model.visual.output_dim
         ).to(device)
 
     run = start_run(NAME, config, runtime, STAGES)
@@ -506,6 +610,15 @@ def train(config: MMPLConfig, runtime: Runtime) -> dict[str, Any]:
             runtime=runtime,
             device=device,
         )
+        # Did the parts learn? The OT loss against chance, the selection against random.
+        size = config.data.batch_size
+        chunks = zip(
+            *(torch.split(tensor, size) for tensor in (maps, embeddings, pids, *attention))
+        )
+        counts = torch.bincount(pids, minlength=num_classes)
+        run.report.set_result(
+            DIAGNOSTICS_RESULT, stage1_diagnostics(hierarchical, chunks, num_classes, counts)
+        )
 
     # Stage 2: collaborative prompt learning; the K levels' text features are fixed targets.
     level_text = [class_text_features(level, text_encoder) for level in prompts.levels]
@@ -513,6 +626,7 @@ def train(config: MMPLConfig, runtime: Runtime) -> dict[str, Any]:
         config.loss,
         transformation=transformation,
         transformation_weight=visual.transformation_weight,
+        level_reduction=config.image_to_text_levels,
     )
     metrics = run_image_stage(
         run,

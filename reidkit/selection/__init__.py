@@ -9,7 +9,10 @@
 - :class:`PatchToTokenAlignment` aligns the selected patches with each identity's learnable
   prompt tokens by optimal transport (eq. 13-19);
 - :func:`stage1_objective` combines the per-level losses (eq. 20);
-  :class:`HierarchicalPromptLearning` assembles the whole of stage 1.
+  :class:`HierarchicalPromptLearning` assembles the whole of stage 1;
+- :func:`stage1_diagnostics` measures whether its parts learn: the OT loss against its chance
+  level (:func:`chance_cross_entropy`), the selection against the best one
+  (:func:`selection_overlap`) and against random (:func:`random_selection_overlap`).
 
 The prompts' text features come from :func:`reidkit.prompts.encode_class_prompts`; the text
 term of stage 2 is :func:`reidkit.losses.multi_granularity_loss`.
@@ -25,6 +28,13 @@ from reidkit.selection.agent import (
 )
 from reidkit.selection.alignment import AlignmentOutput, PatchToTokenAlignment
 from reidkit.selection.attention import top_indices
+from reidkit.selection.diagnostics import (
+    best_selection,
+    chance_cross_entropy,
+    random_selection_overlap,
+    selection_overlap,
+    stage1_diagnostics,
+)
 from reidkit.selection.hierarchical import HierarchicalPromptLearning
 from reidkit.selection.objectives import stage1_objective
 from reidkit.selection.partition import HierarchicalPatchPartition, PatchLevel, partition_grid
@@ -37,10 +47,15 @@ __all__ = [
     "InformationSelectorAgent",
     "PatchLevel",
     "PatchToTokenAlignment",
+    "best_selection",
     "budget_penalty",
+    "chance_cross_entropy",
     "gather_patches",
     "partition_grid",
+    "random_selection_overlap",
+    "selection_overlap",
     "selection_reward",
+    "stage1_diagnostics",
     "stage1_objective",
     "top_indices",
 ]

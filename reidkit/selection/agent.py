@@ -5,7 +5,9 @@ Selecting the ``M`` most informative of ``M_c`` patches is a one-step Markov dec
 - state ``s_j = (s_j^f, s_j^e)``: the patch feature and its similarity to the global feature
   (:class:`~reidkit.selection.HierarchicalPatchPartition`);
 - policy (eq. 7): a Bi-LSTM reads the patch features ``s_j^f`` in grid order, a linear layer
-  and a sigmoid give the selection probability ``p_j = A(s_j^f)``;
+  and a sigmoid give the selection probability ``p_j = A(s_j^f)``; with ``reads_scores`` it
+  reads the whole state ``(s_j^f, s_j^e)`` (the score appended to each feature), the reading of
+  "the state comprises two components" rather than of eq. 7;
 - action (eq. 8): ``a_j ~ Bernoulli(p_j)``;
 - reward (eq. 9-10): ``(p - p_0) / (1 - p_0)`` with ``p_0`` the mean score of all patches and
   ``p`` the mean score of the selected ones (:func:`selection_reward`);
@@ -104,6 +106,8 @@ class InformationSelectorAgent(nn.Module):
         episodes: ``Z``, sampled selections per image for the policy gradient (``>= 2`` for the
             leave-one-out baseline).
         budget_weight: ``gamma`` of eq. 12.
+        reads_scores: the policy reads ``(s_j^f, s_j^e)``, not ``s_j^f`` alone (then every call
+            needs the scores).
 
     The output layer's bias starts at ``logit(M / M_c)``, so the untrained policy already
     meets the budget on average.
@@ -123,6 +127,7 @@ class InformationSelectorAgent(nn.Module):
         hidden_size: int = 256,
         episodes: int = 8,
         budget_weight: float = 1.0,
+        reads_scores: bool = False,
     ) -> None:
         super().__init__()
         checks.check_integer("feature_dim", feature_dim, 1)
@@ -136,21 +141,34 @@ class InformationSelectorAgent(nn.Module):
         self.num_selected = num_selected
         self.episodes = episodes
         self.budget_weight = budget_weight
-        self.lstm = nn.LSTM(feature_dim, hidden_size, batch_first=True, bidirectional=True)
+        self.reads_scores = bool(reads_scores)
+        self.lstm = nn.LSTM(
+            feature_dim + self.reads_scores, hidden_size, batch_first=True, bidirectional=True
+        )
         self.head = nn.Linear(2 * hidden_size, 1)
         ratio = num_selected / num_patches
         ratio = min(max(ratio, 1e-3), 1 - 1e-3)
         nn.init.constant_(self.head.bias, math.log(ratio / (1 - ratio)))
 
-    def logits(self, features: Tensor) -> Tensor:
-        """Selection logits ``(B, M_c)`` of ``features`` ``(B, M_c, E)``; ``p = sigmoid``."""
+    def logits(self, features: Tensor, scores: Tensor | None = None) -> Tensor:
+        """Selection logits ``(B, M_c)`` of ``features`` ``(B, M_c, E)`` (and, with
+        ``reads_scores``, ``scores`` ``(B, M_c)``); ``p = sigmoid``."""
         if features.dim() != 3 or features.shape[1:] != (self.num_patches, self.feature_dim):
             raise ValueError(
                 f"features must have shape (B, {self.num_patches}, {self.feature_dim}), got "
                 f"{tuple(features.shape)}"
             )
+        state = features.detach()
+        if self.reads_scores:
+            if scores is None or scores.shape != features.shape[:2]:
+                shape = None if scores is None else tuple(scores.shape)
+                raise ValueError(
+                    f"scores of shape {tuple(features.shape[:2])} are required by an agent that "
+                    f"reads them (reads_scores=True), got {shape}"
+                )
+            state = torch.cat([state, scores.detach().to(state.dtype)[..., None]], dim=-1)
         hidden: Tensor
-        hidden, _ = self.lstm(features.detach())
+        hidden, _ = self.lstm(state)
         logits: Tensor = self.head(hidden)
         return logits.squeeze(-1)
 
@@ -165,7 +183,7 @@ class InformationSelectorAgent(nn.Module):
             :class:`AgentOutput`; its loss fields are set in training mode when ``scores`` is
             given.
         """
-        logits = self.logits(features)
+        logits = self.logits(features, scores)
         probabilities = torch.sigmoid(logits)
         indices = top_indices(probabilities, self.num_selected)
         if not self.training or scores is None:
@@ -199,7 +217,8 @@ class InformationSelectorAgent(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"num_patches={self.num_patches}, num_selected={self.num_selected}, "
-            f"episodes={self.episodes}, budget_weight={self.budget_weight}"
+            f"episodes={self.episodes}, budget_weight={self.budget_weight}, "
+            f"reads_scores={self.reads_scores}"
         )
 
 

@@ -49,6 +49,11 @@ def test_tiny_preset_runs_baseline_and_mmpl_and_resumes(tmp_path: Path) -> None:
     for name in ("loss", "otce", "agent", "contrastive"):
         assert all(np.isfinite(e[name]) for e in stages["prompts"]["epochs"]), name
     assert all(np.isfinite(e["transformation"]) for e in stages["image_encoder"]["epochs"])
+    diagnostics = report["results"]["stage1_diagnostics"]
+    assert diagnostics["otce_chance"] == pytest.approx(3 * np.log(32), rel=0.05)
+    for level, (count, kept) in zip(diagnostics["levels"], [(4, 3), (16, 10), (32, 20)]):
+        assert level["random_overlap"] == kept / count
+        assert 0 <= level["overlap"] <= 1 and np.isfinite(level["otce"])
     experiment = report["config"]["experiment"]
     assert report["config"]["recipe"] == "mmpl"
     assert [experiment[part]["enabled"] for part in ("agent", "alignment", "visual_prompts")] == [

@@ -38,3 +38,20 @@ def test_multi_granularity_loss_with_image_to_text_cross_entropy() -> None:
     criterion = ImageToTextCrossEntropy(epsilon=0.1)
     expected = (criterion(image, levels[0], labels) + criterion(image, levels[1], labels)) / 2
     torch.testing.assert_close(multi_granularity_loss(criterion, image, levels, labels), expected)
+
+
+def test_summed_levels_are_the_sum_of_the_per_level_cross_entropies() -> None:
+    torch.manual_seed(2)
+    image = torch.randn(4, 5, dtype=torch.float64)
+    levels = [torch.randn(6, 5, dtype=torch.float64) for _ in range(3)]
+    labels = torch.tensor([0, 5, 2, 2])
+    expected = sum(
+        -sum(torch.log_softmax(image[b] @ text.T, dim=0)[labels[b]] for b in range(4)) / 4
+        for text in levels
+    )
+    loss = multi_granularity_loss(
+        lambda v, t, y: F.cross_entropy(v @ t.T, y), image, levels, labels, reduction="sum"
+    )
+    torch.testing.assert_close(loss, expected)
+    with pytest.raises(ValueError, match="reduction must be one of"):
+        multi_granularity_loss(F.cross_entropy, image, levels, labels, reduction="max")

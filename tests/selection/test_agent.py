@@ -173,3 +173,18 @@ def test_bad_inputs_are_rejected() -> None:
         agent(torch.randn(2, 7, 4))
     with pytest.raises(ValueError, match="scores"):
         agent(torch.randn(2, 8, 4), torch.rand(2, 7))
+
+
+def test_an_agent_that_reads_scores_sees_them_as_the_last_input_feature() -> None:
+    """reads_scores: the LSTM's input is (s^f, s^e); the logits equal those of a plain LSTM
+    and head run on the concatenation, and changing only the scores changes them."""
+    torch.manual_seed(3)
+    agent = InformationSelectorAgent(
+        5, num_patches=8, num_selected=3, hidden_size=4, reads_scores=True
+    )
+    features, scores = torch.randn(2, 8, 5), torch.rand(2, 8)
+    hidden, _ = agent.lstm(torch.cat([features, scores[..., None]], dim=-1))
+    torch.testing.assert_close(agent.logits(features, scores), agent.head(hidden).squeeze(-1))
+    assert not torch.allclose(agent.logits(features, scores), agent.logits(features, 1 - scores))
+    with pytest.raises(ValueError, match=r"scores of shape \(2, 8\) are required"):
+        agent(features)
