@@ -477,7 +477,7 @@ def main() -> None:
     rows: list[BenchmarkRow] = []
     limits = None
     if device.type == "cpu":
-        limits = cpu_rooflines()
+        limits = cpu_rooflines(clock=CLOCKS[args.clock])
         rows += [
             BenchmarkRow("machine", "cpu", "measured", "cpu", metric, value)
             for metric, value in limits.items()
