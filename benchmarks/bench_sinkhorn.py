@@ -44,8 +44,10 @@ on CUDA, and geomloss's ``SamplesLoss("sinkhorn")`` (epsilon-scaling, no toleran
 POT and geomloss rows run where those libraries are installed (without POT there is no
 ``speedup_vs_pot`` row).
 
-Run: ``python benchmarks/bench_sinkhorn.py`` (``--quick`` for a smaller L, ``--out-dir`` for
-another results folder).
+Run: ``python benchmarks/bench_sinkhorn.py`` (``--quick`` for a smaller L, ``--shapes`` for
+some of the MMPL shapes, ``--out-dir`` for another results folder). On a shared machine, time
+with ``--threads 1 --clock cpu``: the CPU time of one thread does not count the others' load,
+while with two threads OpenMP's waiting thread spins whenever its partner is descheduled.
 """
 
 from __future__ import annotations
