@@ -44,8 +44,10 @@ on CUDA, and geomloss's ``SamplesLoss("sinkhorn")`` (epsilon-scaling, no toleran
 POT and geomloss rows run where those libraries are installed (without POT there is no
 ``speedup_vs_pot`` row).
 
-Run: ``python benchmarks/bench_sinkhorn.py`` (``--quick`` for a smaller L, ``--out-dir`` for
-another results folder).
+Run: ``python benchmarks/bench_sinkhorn.py`` (``--quick`` for a smaller L, ``--shapes`` for
+some of the MMPL shapes, ``--out-dir`` for another results folder). On a shared machine, time
+with ``--threads 1 --clock cpu``: the CPU time of one thread does not count the others' load,
+while with two threads OpenMP's waiting thread spins whenever its partner is descheduled.
 """
 
 from __future__ import annotations
@@ -446,10 +448,30 @@ def bench_aaformer(device: torch.device, rounds: int, clock: str) -> list[Benchm
     return rows
 
 
+def _parse_shapes(text: str) -> tuple[tuple[int, int], ...]:
+    """``"10x4,40x6"`` -> ``((10, 4), (40, 6))``."""
+    try:
+        shapes = tuple(tuple(int(size) for size in item.split("x")) for item in text.split(","))
+    except ValueError:
+        shapes = ()
+    if not shapes or any(len(shape) != 2 or min(shape) < 1 for shape in shapes):
+        raise argparse.ArgumentTypeError(
+            f"expected shapes as MxN,... (e.g. 10x4,40x6), got {text!r}"
+        )
+    return shapes  # type: ignore[return-value]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--classes", type=int, default=751, help="L, the number of classes")
     parser.add_argument("--quick", action="store_true", help="L = 64 instead of 751")
+    parser.add_argument(
+        "--shapes",
+        type=_parse_shapes,
+        default=MMPL_SHAPES,
+        help="MMPL shapes as MxN,... (default: 10x4,40x6,80x8)",
+    )
+    parser.add_argument("--skip-aaformer", action="store_true", help="no AAformer rows")
     parser.add_argument("--skip-geomloss", action="store_true")
     parser.add_argument("--skip-memory", action="store_true", help="no peak-memory rows")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -477,7 +499,7 @@ def main() -> None:
     rows: list[BenchmarkRow] = []
     limits = None
     if device.type == "cpu":
-        limits = cpu_rooflines()
+        limits = cpu_rooflines(clock=CLOCKS[args.clock])
         rows += [
             BenchmarkRow("machine", "cpu", "measured", "cpu", metric, value)
             for metric, value in limits.items()
@@ -485,9 +507,10 @@ def main() -> None:
         # The machine may be shared: its load over the last minute, before and after.
         rows.append(BenchmarkRow("machine", "cpu", "start", "cpu", "load_1min", os.getloadavg()[0]))
         print_table(rows)
-    for m, n in MMPL_SHAPES:
+    for m, n in args.shapes:
         rows += bench_mmpl(m, n, num_classes, device, args, limits)
-    rows += bench_aaformer(device, rounds=10 * args.rounds, clock=args.clock)
+    if not args.skip_aaformer:
+        rows += bench_aaformer(device, rounds=10 * args.rounds, clock=args.clock)
     if device.type == "cpu":
         rows.append(BenchmarkRow("machine", "cpu", "end", "cpu", "load_1min", os.getloadavg()[0]))
     print_table(rows)

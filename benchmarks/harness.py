@@ -107,8 +107,13 @@ def median(samples: Sequence[float]) -> float:
     return samples[len(samples) // 2]
 
 
-def cpu_rooflines(*, rounds: int = 7) -> dict[str, float]:
+def cpu_rooflines(
+    *, rounds: int = 7, clock: Callable[[], float] = time.perf_counter
+) -> dict[str, float]:
     """This machine's measured CPU limits at the current torch thread count (medians).
+
+    ``clock`` as in :func:`time_interleaved`: measure the limits with the clock of the timings
+    they bound (on a loaded machine the wall clock makes them look several times lower).
 
     * ``stream_gbs``: STREAM triad ``a = b + s c`` on 128 MiB arrays (far beyond the caches),
       counting 3 arrays moved: the bandwidth of streaming passes over memory that exists.
@@ -131,6 +136,7 @@ def cpu_rooflines(*, rounds: int = 7) -> dict[str, float]:
         },
         "cpu",
         rounds=rounds,
+        clock=clock,
     )
     return {
         "stream_gbs": 3 * 4 * count / median(samples["stream"]) / 1e9,
