@@ -38,11 +38,13 @@ def main() -> None:
         default_output_dir="runs/unipt",
     )
     group = parser.add_argument_group("UniPT")
-    for flag, key, text in (
-        ("--pseudo-texts", "pseudo.captions", "pseudo-text JSON of python -m reidkit.pseudotext"),
-        ("--pseudo-images", "pseudo.images", "the folder of the pseudo-text JSON's images"),
+    for flag, key, metavar, text in (
+        ("--pseudo-texts", "pseudo.captions", "FILE", "JSON of python -m reidkit.pseudotext"),
+        ("--pseudo-images", "pseudo.images", "DIR", "the folder of its images"),
     ):
-        arguments.field_option(parser, flag, key, group=group, help=f"{text} (preset's)")
+        arguments.field_option(
+            parser, flag, key, group=group, metavar=metavar, help=f"{text} (preset's)"
+        )
     arguments.field_option(
         parser,
         "--no-mlm",

@@ -38,13 +38,15 @@ def main() -> None:
         default_output_dir="runs/valpat",
     )
     group = parser.add_argument_group("VAL-PAT")
-    for flag, key, text in (
-        ("--pseudo-texts", "pseudo.captions", "pseudo-text JSON of python -m reidkit.pseudotext"),
-        ("--pseudo-images", "pseudo.images", "the folder of the pseudo-text JSON's images"),
-        ("--reid-dataset", "reid.dataset", "ReID data set of the transfer"),
-        ("--reid-root", "reid.root", "its folder"),
+    for flag, key, metavar, text in (
+        ("--pseudo-texts", "pseudo.captions", "FILE", "JSON of python -m reidkit.pseudotext"),
+        ("--pseudo-images", "pseudo.images", "DIR", "the folder of its images"),
+        ("--reid-dataset", "reid.dataset", "NAME", "ReID data set of the transfer, or none"),
+        ("--reid-root", "reid.root", "DIR", "its folder"),
     ):
-        arguments.field_option(parser, flag, key, group=group, help=f"{text} (preset's)")
+        arguments.field_option(
+            parser, flag, key, group=group, metavar=metavar, help=f"{text} (preset's)"
+        )
     arguments.field_option(
         parser,
         "--no-soft",
