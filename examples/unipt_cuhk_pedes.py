@@ -19,49 +19,42 @@ Examples::
         --data-root /data/CUHK-PEDES --pseudo-texts luperson_t.json \\
         --pseudo-images /data/LUPerson/images --output-dir runs/unipt_cuhk
 
-    # continue an interrupted run in whichever stage it stopped
-    python examples/unipt_cuhk_pedes.py --preset paper --data-root ... --resume
+    # continue an interrupted run in whichever stage it stopped (its config.yaml)
+    python examples/unipt_cuhk_pedes.py --output-dir runs/unipt_cuhk --resume
+
+The same runs through ``reidkit train unipt [options]``; this script adds the shorthands of
+the UniPT group (``--pseudo-texts`` for ``pseudo.captions``, ...).
 """
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Sequence
-from typing import Any
-
-from reidkit.distributed import cleanup_distributed
-from reidkit.engine import build_arg_parser
-from reidkit.recipes import replace_field, unipt
-from reidkit.recipes.arguments import config_from_args, runtime_from_args
-
-DEFAULT_DATASET = "cuhk_pedes"
+from reidkit.recipes import arguments, unipt
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    parser = build_arg_parser(
-        "UniPT: pre-training on pseudo texts, then text-to-image fine-tuning",
+def main() -> None:
+    parser = arguments.train_parser(
+        unipt.RECIPE,
+        description="UniPT: pre-training on pseudo texts, then text-to-image fine-tuning",
         default_output_dir="runs/unipt",
     )
     group = parser.add_argument_group("UniPT")
-    group.add_argument("--pretrained", help="open_clip tag, CLIP checkpoint or none (preset's)")
-    group.add_argument("--pseudo-texts", help="pseudo-text JSON of python -m reidkit.pseudotext")
-    group.add_argument("--pseudo-images", help="the folder of the pseudo-text JSON's images")
-    group.add_argument("--no-mlm", action="store_true", help="beta = 0: no MLM (table 5)")
-    args = parser.parse_args(argv)
-    if args.data_root is not None and args.dataset is None:
-        args.dataset = DEFAULT_DATASET
-    config = config_from_args(unipt.RECIPE, unipt.PRESETS[args.preset], args)
-    if args.pseudo_texts is not None or args.pseudo_images is not None:
-        pseudo = dataclasses.replace(
-            config.pseudo, captions=args.pseudo_texts, images=args.pseudo_images
+    for flag, key, metavar, text in (
+        ("--pseudo-texts", "pseudo.captions", "FILE", "JSON of python -m reidkit.pseudotext"),
+        ("--pseudo-images", "pseudo.images", "DIR", "the folder of its images"),
+    ):
+        arguments.field_option(
+            parser, flag, key, group=group, metavar=metavar, help=f"{text} (preset's)"
         )
-        config = dataclasses.replace(config, pseudo=pseudo)
-    if args.no_mlm:
-        config = replace_field(config, "pretrain.mlm_weight", 0.0)
-    try:
-        return unipt.train(config, runtime_from_args(args))
-    finally:
-        cleanup_distributed()
+    arguments.field_option(
+        parser,
+        "--no-mlm",
+        "pretrain.mlm_weight",
+        group=group,
+        action="store_const",
+        const=0.0,
+        help="beta = 0: no MLM (table 5)",
+    )
+    arguments.train_from_command_line(unipt.RECIPE, parser)
 
 
 if __name__ == "__main__":

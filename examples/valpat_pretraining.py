@@ -18,55 +18,45 @@ Examples::
     torchrun --nproc_per_node=8 examples/valpat_pretraining.py --preset paper \\
         --pseudo-texts luperson_ta.json --pseudo-images /data/LUPerson/images \\
         --data-root /data/CUHK-PEDES --reid-root /data/DukeMTMC-reID --output-dir runs/valpat
+
+    # continue an interrupted run in whichever stage it stopped (its config.yaml)
+    python examples/valpat_pretraining.py --output-dir runs/valpat --resume
+
+The same runs through ``reidkit train valpat [options]``; this script adds the shorthands of
+the VAL-PAT group (``--reid-root`` for ``reid.root``, ...).
 """
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Sequence
-from typing import Any
-
-from reidkit.distributed import cleanup_distributed
-from reidkit.engine import build_arg_parser
-from reidkit.recipes import replace_field, valpat
-from reidkit.recipes.arguments import config_from_args, runtime_from_args
-
-DEFAULT_DATASET = "cuhk_pedes"
+from reidkit.recipes import arguments, valpat
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    parser = build_arg_parser(
-        "VAL-PAT: multimodal pedestrian pre-training and its transfer",
+def main() -> None:
+    parser = arguments.train_parser(
+        valpat.RECIPE,
+        description="VAL-PAT: multimodal pedestrian pre-training and its transfer",
         default_output_dir="runs/valpat",
     )
     group = parser.add_argument_group("VAL-PAT")
-    group.add_argument("--pretrained", help="open_clip tag, CLIP checkpoint or none (preset's)")
-    group.add_argument("--pseudo-texts", help="pseudo-text JSON of python -m reidkit.pseudotext")
-    group.add_argument("--pseudo-images", help="the folder of the pseudo-text JSON's images")
-    group.add_argument("--reid-dataset", help="ReID data set of the transfer (preset's)")
-    group.add_argument("--reid-root", help="its folder (preset's)")
-    group.add_argument("--no-soft", action="store_true", help="alpha = 0: hard labels only")
-    args = parser.parse_args(argv)
-    if args.data_root is not None and args.dataset is None:
-        args.dataset = DEFAULT_DATASET
-    config = config_from_args(valpat.RECIPE, valpat.PRESETS[args.preset], args)
-    overrides = {
-        "reid.dataset": args.reid_dataset,
-        "reid.root": args.reid_root,
-        "pretrain.soft_weight": 0.0 if args.no_soft else None,
-    }
-    for path, value in overrides.items():
-        if value is not None:
-            config = replace_field(config, path, value)
-    if args.pseudo_texts is not None or args.pseudo_images is not None:
-        pseudo = dataclasses.replace(
-            config.pseudo, captions=args.pseudo_texts, images=args.pseudo_images
+    for flag, key, metavar, text in (
+        ("--pseudo-texts", "pseudo.captions", "FILE", "JSON of python -m reidkit.pseudotext"),
+        ("--pseudo-images", "pseudo.images", "DIR", "the folder of its images"),
+        ("--reid-dataset", "reid.dataset", "NAME", "ReID data set of the transfer, or none"),
+        ("--reid-root", "reid.root", "DIR", "its folder"),
+    ):
+        arguments.field_option(
+            parser, flag, key, group=group, metavar=metavar, help=f"{text} (preset's)"
         )
-        config = dataclasses.replace(config, pseudo=pseudo)
-    try:
-        return valpat.train(config, runtime_from_args(args))
-    finally:
-        cleanup_distributed()
+    arguments.field_option(
+        parser,
+        "--no-soft",
+        "pretrain.soft_weight",
+        group=group,
+        action="store_const",
+        const=0.0,
+        help="alpha = 0: hard labels only (table 8)",
+    )
+    arguments.train_from_command_line(valpat.RECIPE, parser)
 
 
 if __name__ == "__main__":

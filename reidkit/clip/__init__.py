@@ -4,7 +4,7 @@ This subpackage imports open_clip; :mod:`reidkit` itself resolves these names la
 """
 
 from reidkit.clip.image_encoder import CLIPImageEncoder, ImageFeatures, class_token_attention
-from reidkit.clip.loading import load_clip
+from reidkit.clip.loading import clip_tokenizer, load_clip
 from reidkit.clip.masking import TokenMasking
 from reidkit.clip.resize import interpolate_positional_embedding, resize_visual_grid
 from reidkit.clip.text_encoder import CLIPTextEncoder, TextFeatures, text_tower
@@ -16,6 +16,7 @@ __all__ = [
     "TextFeatures",
     "TokenMasking",
     "class_token_attention",
+    "clip_tokenizer",
     "interpolate_positional_embedding",
     "load_clip",
     "resize_visual_grid",

@@ -16,7 +16,7 @@ import pickle
 import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, cast
 
 import open_clip
 import torch
@@ -113,7 +113,8 @@ def load_clip(
         model = _build_offline(_model_config(name), pretrained, precision, regrid)
     if device is not None:
         model.to(device)
-    return model, _tokenizer(name, model)
+    context_length: int = cast(Any, model).context_length
+    return model, clip_tokenizer(name, context_length)
 
 
 def _build_offline(
@@ -257,10 +258,12 @@ def _state_dict_mismatches(model: nn.Module, state_dict: Mapping[str, Tensor]) -
     return problems
 
 
-def _tokenizer(name: str | Mapping[str, Any], model: nn.Module) -> Tokenizer:
+def clip_tokenizer(name: str | Mapping[str, Any], context_length: int) -> Tokenizer:
+    """The tokenizer of the CLIP model ``name`` (as :func:`load_clip` takes it), padding or
+    cutting to ``context_length`` tokens (the text tower's positions), without the model."""
     if isinstance(name, str):
-        return open_clip.get_tokenizer(name, context_length=model.context_length)
+        return open_clip.get_tokenizer(name, context_length=context_length)
     hf_name = name["text_cfg"].get("hf_tokenizer_name")
     if hf_name:
-        return HFTokenizer(hf_name, context_length=model.context_length)
-    return open_clip.SimpleTokenizer(context_length=model.context_length)
+        return HFTokenizer(hf_name, context_length=context_length)
+    return open_clip.SimpleTokenizer(context_length=context_length)

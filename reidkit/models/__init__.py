@@ -19,7 +19,14 @@ code, as an :class:`InferenceModel` (:func:`load_model`, :mod:`reidkit.models.sa
 from reidkit.models.aaformer import AAformerReID, build_vit
 from reidkit.models.clip_reid import CLIPReIDModel, CLIPReIDOutput
 from reidkit.models.pcl_clip import PCLCLIPModel, PCLCLIPOutput
-from reidkit.models.saved import InferenceModel, ModelSpec, build_model, load_model, read_spec
+from reidkit.models.saved import (
+    InferenceModel,
+    ModelSpec,
+    TextToImageInferenceModel,
+    build_model,
+    load_model,
+    read_spec,
+)
 from reidkit.models.text_to_image import TextToImageModel, TextToImageOutput
 from reidkit.models.unipt import (
     UniPTImageEncoder,
@@ -37,6 +44,7 @@ __all__ = [
     "ModelSpec",
     "PCLCLIPModel",
     "PCLCLIPOutput",
+    "TextToImageInferenceModel",
     "TextToImageModel",
     "TextToImageOutput",
     "UniPTImageEncoder",

@@ -9,7 +9,14 @@ is an :class:`ExportError`, and the file is removed. ``export.json`` records wha
 expect (input size, normalisation, metric) and the differences measured.
 
 The exported graphs compute every optimal-transport step with the plain-torch reference (a
-Triton kernel cannot be traced). ONNX needs ``onnx``, ``onnxscript`` and ``onnxruntime`` (the
+Triton kernel cannot be traced). Of a text-to-image model (UniPT, VAL-PAT) the image encoder is
+exported: the gallery side of text-to-image retrieval and the ReID transfer of its image
+features. Its text side is not: captions become token ids through CLIP's byte-pair tokenizer in
+Python, and the text encoder cuts each batch after its last end-of-text token, a length that
+tracing would freeze to the traced batch's; embed texts with
+:meth:`~reidkit.models.TextToImageInferenceModel.encode_text` (``export.json`` says so).
+
+ONNX needs ``onnx``, ``onnxscript`` and ``onnxruntime`` (the
 ``export`` extra).
 """
 
@@ -28,7 +35,7 @@ from torch import Tensor
 
 from reidkit import checks
 from reidkit.engine.atomic import atomic_write_text
-from reidkit.models.saved import InferenceModel
+from reidkit.models.saved import InferenceModel, TextToImageInferenceModel
 
 FORMATS = ("torchscript", "onnx")
 FILES = {"torchscript": "model.torchscript.pt", "onnx": "model.onnx"}
@@ -222,6 +229,11 @@ def _write_record(
         "tolerance": tolerance,
         "trained_on": spec.trained_on,
     }
+    if isinstance(model, TextToImageInferenceModel):
+        record["text"] = (
+            "not exported: embed captions with reidkit.load_model(run).encode_text(model."
+            "tokenize(texts)) and compare them with the image features by cosine similarity"
+        )
     path = folder / EXPORT_FILE
     if path.is_file():  # keep what an earlier export of other formats recorded
         previous = json.loads(path.read_text(encoding="utf-8"))

@@ -12,29 +12,39 @@ without the recipes, the optimisers or the training data::
     model.spec.image_size, model.spec.metric            # (256, 128), "cosine"
 
 The architectures are :data:`ARCHITECTURES`: ``clip_reid`` (:class:`CLIPReIDModel`, with
-MMPL's visual prompts when it has any), ``pcl_clip`` (:class:`PCLCLIPModel`) and ``aaformer``
-(:class:`AAformerReID`).
+MMPL's visual prompts when it has any), ``pcl_clip`` (:class:`PCLCLIPModel`), ``aaformer``
+(:class:`AAformerReID`), and the text-to-image models ``unipt`` and ``valpat``
+(:class:`TextToImageModel` on UniPT's or VAL-PAT's encoders). A text-to-image model loads as a
+:class:`TextToImageInferenceModel`, which also embeds texts::
+
+    model = reidkit.load_model("runs/unipt")
+    images = model(pixels)                              # (B, D), as any saved model
+    texts = model.encode_text(model.tokenize(["a woman in a red coat"]))   # (1, D)
+    scores = F.normalize(texts, dim=1) @ F.normalize(images, dim=1).T    # cosine
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from reidkit import checks
-from reidkit.clip import load_clip
+from reidkit.clip import clip_tokenizer, load_clip
 from reidkit.engine.run_folder import MODEL_SPEC
 from reidkit.engine.weights import BEST_WEIGHTS, MODEL_WEIGHTS, load_weights
 from reidkit.models.aaformer import AAformerReID, build_vit
 from reidkit.models.clip_reid import CLIPReIDModel
 from reidkit.models.pcl_clip import PCLCLIPModel
+from reidkit.models.text_to_image import TextToImageModel
+from reidkit.models.unipt import UniPTImageEncoder, UniPTTextEncoder
+from reidkit.models.valpat import VALPATImageEncoder, VALPATTextEncoder
 
 SPEC_FORMAT = 1
 METRICS = ("cosine", "euclidean")
@@ -97,7 +107,8 @@ class ModelSpec:
             raise ValueError(f"{source}: {error}") from None
 
 
-def _clip_tower(arguments: Mapping[str, Any]) -> nn.Module:
+def _clip_tower(arguments: Mapping[str, Any]) -> Any:
+    """The open_clip model of ``arguments["clip"]`` with random weights."""
     clip = arguments["clip"]
     clip_model, _ = load_clip(
         clip["name"], None, image_size=tuple(clip["image_size"]), stride=clip.get("stride")
@@ -138,10 +149,29 @@ def _build_aaformer(arguments: Mapping[str, Any]) -> nn.Module:
     return AAformerReID(aaformer, heads)
 
 
+def _build_unipt(arguments: Mapping[str, Any]) -> nn.Module:
+    clip_model = _clip_tower(arguments)
+    embed_dim = arguments["embed_dim"]
+    image_encoder = UniPTImageEncoder(clip_model, embed_dim)
+    text_encoder = UniPTTextEncoder(clip_model, embed_dim, causal=arguments["causal_text"])
+    return TextToImageModel(image_encoder, text_encoder, embed_dim, arguments["num_classes"])
+
+
+def _build_valpat(arguments: Mapping[str, Any]) -> nn.Module:
+    clip_model = _clip_tower(arguments)
+    width = clip_model.visual.transformer.width
+    image_encoder = VALPATImageEncoder(clip_model, arguments["ssl_dim"], width)
+    text_encoder = VALPATTextEncoder(clip_model)
+    embed_dim = clip_model.visual.output_dim
+    return TextToImageModel(image_encoder, text_encoder, embed_dim, arguments["num_classes"])
+
+
 ARCHITECTURES: dict[str, Callable[[Mapping[str, Any]], nn.Module]] = {
     "clip_reid": _build_clip_reid,
     "pcl_clip": _build_pcl_clip,
     "aaformer": _build_aaformer,
+    "unipt": _build_unipt,
+    "valpat": _build_valpat,
 }
 """Builders of the saved architectures, by name: each takes :attr:`ModelSpec.arguments` and
 returns the module with random weights."""
@@ -166,6 +196,52 @@ class InferenceModel(nn.Module):
 
     def forward(self, images: Tensor) -> Tensor:
         features = self.model(images)
+        return F.normalize(features, dim=1) if self.spec.normalize else features
+
+
+TEXT_TO_IMAGE_ARCHITECTURES = ("unipt", "valpat")
+"""The architectures that embed texts as well (:class:`TextToImageInferenceModel`); their
+arguments hold ``text_length``, the tokens per caption."""
+
+
+class TextToImageInferenceModel(InferenceModel):
+    """A trained text-to-image model: images to features as any :class:`InferenceModel`,
+    and texts to features of the same space.
+
+    Args:
+        model: a :class:`~reidkit.models.TextToImageModel`.
+        spec: its description (``arguments["text_length"]``: tokens per caption).
+
+    Attributes:
+        tokenizer: the CLIP tokenizer of the model's text tower.
+    """
+
+    def __init__(self, model: TextToImageModel, spec: ModelSpec) -> None:
+        super().__init__(model, spec)
+        self.text_length = int(spec.arguments["text_length"])
+        context_length: int = cast(Any, model.text_encoder).context_length
+        self.tokenizer = clip_tokenizer(spec.arguments["clip"]["name"], context_length)
+
+    @property
+    def text_model(self) -> TextToImageModel:
+        """The wrapped model, with its text side."""
+        return cast(TextToImageModel, self.model)
+
+    def forward(self, images: Tensor) -> Tensor:
+        """``(B, 3, H, W)`` images to ``(B, D)`` image features."""
+        return self._output(self.text_model.encode_image(images))
+
+    def encode_text(self, token_ids: Tensor) -> Tensor:
+        """``(T, L)`` token ids (:meth:`tokenize`) to ``(T, D)`` text features."""
+        return self._output(self.text_model.encode_text(token_ids))
+
+    def tokenize(self, texts: str | Sequence[str]) -> Tensor:
+        """``(T, text_length)`` token ids of ``texts`` (longer ones are cut, the end-of-text
+        token kept last)."""
+        token_ids: Tensor = self.tokenizer(texts, context_length=self.text_length)
+        return token_ids
+
+    def _output(self, features: Tensor) -> Tensor:
         return F.normalize(features, dim=1) if self.spec.normalize else features
 
 
@@ -196,7 +272,9 @@ def read_spec(run_dir: str | Path) -> ModelSpec:
 def load_model(
     run_dir: str | Path, weights: str = "final", device: str | torch.device = "cpu"
 ) -> InferenceModel:
-    """The trained model of a run folder, ready for retrieval (eval mode, on ``device``).
+    """The trained model of a run folder, ready for retrieval (eval mode, on ``device``): a
+    :class:`TextToImageInferenceModel` for a text-to-image model, else an
+    :class:`InferenceModel`.
 
     Args:
         run_dir: the run folder (``model.json`` and the weights).
@@ -229,4 +307,6 @@ def load_model(
             f"{unexpected[:5]}, of another shape {wrong[:5]}"
         )
     model.load_state_dict(state)
+    if spec.architecture in TEXT_TO_IMAGE_ARCHITECTURES:
+        return TextToImageInferenceModel(cast(TextToImageModel, model), spec).to(device)
     return InferenceModel(model, spec).to(device)

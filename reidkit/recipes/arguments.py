@@ -48,13 +48,12 @@ from typing import Any
 
 import torch
 
-from reidkit.data import SYNTHETIC_DATASETS
 from reidkit.distributed import cleanup_distributed, is_main_process
 from reidkit.downloads import is_local_file, looks_like_path
 from reidkit.engine.checkpoint import LAST_CHECKPOINT
 from reidkit.engine.cli import add_run_arguments, stage_value
 from reidkit.engine.run_folder import CONFIG_FILE, RunFolderError, holds_run
-from reidkit.recipes.common import Recipe, check_data_root, check_run
+from reidkit.recipes.common import DEFAULT_DATASET, TEXT_DEFAULT_DATASET, Recipe, check_run
 from reidkit.recipes.config import IMAGE_FOLDER, ConfigError, Runtime, get_field
 from reidkit.recipes.serialization import (
     Override,
@@ -65,9 +64,6 @@ from reidkit.recipes.serialization import (
 )
 
 DEFAULT_PRESET = "tiny"
-DEFAULT_DATASET = "market1501"
-"""The data set parser of ``--data-root`` when neither ``--dataset`` nor the preset names one
-that reads a folder (``image_folder`` with ``--filename-pattern``)."""
 
 OVERRIDE_TOKENS = "override_tokens"
 """Where the parsed namespace keeps the ``--set`` tokens and the trailing ``KEY VALUE`` pairs."""
@@ -233,10 +229,15 @@ def train_parser(
         + (f": {', '.join(recipe.loss_weights)}" if recipe is not None else ""),
     )
     data = parser.add_argument_group("data")
+    default_dataset = (
+        recipe.default_dataset
+        if recipe is not None
+        else f"{DEFAULT_DATASET} ({TEXT_DEFAULT_DATASET} for the text-to-image recipes)"
+    )
     data.add_argument(
         "--dataset",
-        help=f"data set parser (default: the configuration's; {DEFAULT_DATASET} with "
-        f"--data-root, {IMAGE_FOLDER} with --filename-pattern)",
+        help="data set parser (default: the configuration's; with --data-root, "
+        f"{default_dataset}; {IMAGE_FOLDER} with --filename-pattern)",
     )
     data.add_argument("--data-root", type=Path, metavar="PATH", help="the data set's folder")
     data.add_argument(
@@ -413,8 +414,9 @@ def _option_overrides(args: argparse.Namespace, recipe: Recipe, config: Any) -> 
     dataset = args.dataset
     if dataset is None and args.filename_pattern is not None:
         dataset = IMAGE_FOLDER
-    if dataset is None and args.data_root is not None and config.data.dataset in SYNTHETIC_DATASETS:
-        dataset = DEFAULT_DATASET
+    built_in = config.data.dataset in recipe.built_in_datasets
+    if dataset is None and args.data_root is not None and built_in:
+        dataset = recipe.default_dataset
     if dataset is not None:
         yield Override("data.dataset", dataset, "--dataset")
     if args.data_root is not None:
@@ -448,7 +450,7 @@ def check_before_training(
     folder, a checkpoint path that names no file, the run folder (see
     :func:`~reidkit.recipes.common.check_run`)."""
     try:
-        check_data_root(config.data)
+        recipe.check_data(config)
         weights = get_field(config, recipe.weights_field)
         if isinstance(weights, str) and looks_like_path(weights) and not is_local_file(weights):
             raise ConfigError(

@@ -84,6 +84,11 @@ from reidkit.recipes.serialization import (
 
 Transform = Callable[[Any], Tensor]
 
+DEFAULT_DATASET = "market1501"
+TEXT_DEFAULT_DATASET = "cuhk_pedes"
+"""The data set parsers of ``--data-root`` for an image ReID recipe and for a text-to-image
+recipe whose configuration names built-in data (see :attr:`Recipe.default_dataset`)."""
+
 
 @dataclasses.dataclass
 class ReIDData:
@@ -158,20 +163,31 @@ def build_data(
     return ReIDData(dataset, loader, test_loader, train_transform, test_transform)
 
 
-def check_data_root(data: DataConfig) -> None:
-    """Raise unless ``data`` names a folder for a data set that is read from one.
+def check_data_root(data: Any, built_in: Sequence[str] = SYNTHETIC_DATASETS) -> None:
+    """Raise unless the data section ``data`` (``dataset`` and ``root``) names a folder for a
+    data set that is read from one.
+
+    Args:
+        data: a :class:`~reidkit.recipes.config.DataConfig` or a section like it.
+        built_in: the names of the data that need no folder.
 
     Raises:
         ConfigError: ``data.root`` is ``None`` for a data set other than the built-in ones
             (the message names ``--data-root``).
     """
-    if data.root is None and data.dataset not in SYNTHETIC_DATASETS:
+    if data.root is None and data.dataset.lower().replace("-", "_") not in built_in:
         raise ConfigError(
             "data.root",
             f"is needed: the data set {data.dataset!r} is read from its folder; give it with "
             f"--data-root (or data.root), or train on the built-in data with --dataset "
-            f"{SYNTHETIC_DATASETS[0]}",
+            f"{built_in[0]}",
         )
+
+
+def check_reid_data(config: Any) -> None:
+    """:func:`check_data_root` of ``config.data`` (the image ReID recipes'
+    :attr:`Recipe.check_data`)."""
+    check_data_root(config.data)
 
 
 def load_dataset(data: DataConfig) -> ReIDSplits:
@@ -481,6 +497,11 @@ class Recipe:
         image_size_field: dotted path of the input ``(H, W)``.
         loss_weights: ``{name: dotted path}`` of the weights of the loss terms (the command
             line's ``--loss-weight NAME=W``).
+        check_data: ``check_data(config)`` raises a :class:`ConfigError` when a data set that
+            is read from a folder has none (checked before anything is built).
+        built_in_datasets: the data of the recipe that need no folder; ``--data-root`` alone
+            replaces them with ``default_dataset``.
+        default_dataset: the data set parser of ``--data-root`` (see ``built_in_datasets``).
     """
 
     name: str
@@ -492,6 +513,9 @@ class Recipe:
     weights_field: str
     image_size_field: str = "clip.image_size"
     loss_weights: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    check_data: Callable[[Any], None] = check_reid_data
+    built_in_datasets: tuple[str, ...] = SYNTHETIC_DATASETS
+    default_dataset: str = DEFAULT_DATASET
 
     def stage_field(self, config: Any, stage: str, name: str) -> str:
         """Dotted path of the field ``name`` (``"lr"``) of ``stage``'s section.

@@ -59,7 +59,7 @@ from reidkit.losses import UniPTFinetuningLoss
 from reidkit.losses.ranking import NEGATIVE_RULES
 from reidkit.models import TextToImageModel, VALPATModel
 from reidkit.pseudotext import read_pseudo_texts
-from reidkit.recipes.common import fit_stage
+from reidkit.recipes.common import check_data_root, clip_model_spec, fit_stage
 from reidkit.recipes.config import (
     TINY_CLIP,
     ClipConfig,
@@ -74,6 +74,8 @@ from reidkit.recipes.config import (
 FINETUNE_STAGE = "finetune"
 INITIAL_RESULT = "initial"
 PRETRAINED_CLIP_FILE = "pretrained_clip.pt"
+BUILT_IN_TEXT_DATASETS = ("synthetic_captions",)
+"""The text-to-image data that need no folder (:class:`reidkit.data.SyntheticCaptionedReID`)."""
 
 TINY_TEXT_CLIP: dict[str, Any] = {
     **TINY_CLIP,
@@ -185,6 +187,37 @@ class FinetuneStageConfig(Section):
                 "(γ of UniPT eq. 7) must be 0: L_pgu needs LGUR's prototype-based granularity "
                 f"unification, which reidkit does not have; got {self.unified_weight!r}",
             )
+
+
+def check_text_data(config: Any) -> None:
+    """Raise unless the text-to-image data set of ``config.data`` is built in or has its
+    folder (:attr:`reidkit.recipes.Recipe.check_data` of UniPT and VAL-PAT).
+
+    Raises:
+        ConfigError: ``data.root`` is ``None`` for a data set read from a folder.
+    """
+    check_data_root(config.data, BUILT_IN_TEXT_DATASETS)
+
+
+def text_model_spec(
+    architecture: str,
+    recipe: str,
+    config: Any,
+    num_classes: int,
+    **arguments: Any,
+) -> dict[str, Any]:
+    """The ``model.json`` mapping of the fine-tuned :class:`~reidkit.models.TextToImageModel`
+    of a UniPT or VAL-PAT run (``architecture``, see :func:`reidkit.load_model`); its
+    ``arguments`` hold the text length and the encoders' other ``arguments``."""
+    return clip_model_spec(
+        architecture,
+        recipe,
+        config.clip,
+        config.data,
+        num_classes,
+        text_length=config.data.text_length,
+        **arguments,
+    )
 
 
 def check_pretraining_epochs(section: Section, warmup_epochs: float, epochs: int) -> None:

@@ -47,7 +47,14 @@ from reidkit.models import (
     UniPTPretrainingModel,
     UniPTTextEncoder,
 )
-from reidkit.recipes.common import Recipe, begin, fit_stage, start_run
+from reidkit.recipes.common import (
+    TEXT_DEFAULT_DATASET,
+    Recipe,
+    begin,
+    check_run,
+    fit_stage,
+    start_run,
+)
 from reidkit.recipes.config import (
     ClipConfig,
     Runtime,
@@ -57,6 +64,7 @@ from reidkit.recipes.config import (
     positive_numbers,
 )
 from reidkit.recipes.text_to_image import (
+    BUILT_IN_TEXT_DATASETS,
     FINETUNE_STAGE,
     INITIAL_RESULT,
     TINY_TEXT_CLIP,
@@ -67,12 +75,14 @@ from reidkit.recipes.text_to_image import (
     build_text_clip,
     build_text_data,
     check_pretraining_epochs,
+    check_text_data,
     read_pretraining_data,
     record_initial_evaluation,
     run_finetune_stage,
     save_pretrained_clip,
     split_batch,
     t2i_evaluation,
+    text_model_spec,
 )
 
 NAME = "unipt"
@@ -206,6 +216,8 @@ def train(config: UniPTConfig, runtime: Runtime) -> dict[str, Any]:
 
     Resumes from ``runtime.resume`` at whichever stage and epoch the checkpoint was written.
     """
+    check_run(NAME, config, runtime)
+    check_text_data(config)
     context = begin(runtime)
     device = context.device
     clip_model, tokenizer = build_text_clip(config.clip, config.data.text_length, device)
@@ -233,6 +245,15 @@ def train(config: UniPTConfig, runtime: Runtime) -> dict[str, Any]:
     model = nn.ModuleDict({"pretraining": objective, "finetuning": finetuning}).to(device)
 
     run = start_run(NAME, config, runtime, STAGES)
+    spec = text_model_spec(
+        NAME,
+        NAME,
+        config,
+        data.dataset.num_train_pids,
+        embed_dim=config.embed_dim,
+        causal_text=config.causal_text,
+    )
+    run.set_inference_model(finetuning, spec)
     evaluate = t2i_evaluation(finetuning, data, device, runtime.num_workers)
     results: dict[str, Any] = {INITIAL_RESULT: record_initial_evaluation(run, evaluate)}
     run.track("model", model)
@@ -353,4 +374,7 @@ RECIPE = Recipe(
     train=train,
     epoch_fields=epoch_fields,
     weights_field="clip.pretrained",
+    check_data=check_text_data,
+    built_in_datasets=BUILT_IN_TEXT_DATASETS,
+    default_dataset=TEXT_DEFAULT_DATASET,
 )

@@ -46,6 +46,7 @@ from torch import Tensor, nn
 
 from reidkit import checks
 from reidkit.data import (
+    SYNTHETIC_DATASETS,
     SyntheticCaptionedReID,
     build_contrastive_transforms,
     build_dataset,
@@ -63,9 +64,17 @@ from reidkit.engine import (
 from reidkit.eval import evaluate_attributes, evaluate_model
 from reidkit.losses import ObjectiveOutput, VALPATLoss, attribute_imbalance_weights
 from reidkit.models import TextToImageModel, VALPATModel
-from reidkit.recipes.common import Recipe, begin, fit_stage, start_run
+from reidkit.recipes.common import (
+    TEXT_DEFAULT_DATASET,
+    Recipe,
+    begin,
+    check_run,
+    fit_stage,
+    start_run,
+)
 from reidkit.recipes.config import (
     ClipConfig,
+    ConfigError,
     Runtime,
     Section,
     non_negative_numbers,
@@ -73,6 +82,7 @@ from reidkit.recipes.config import (
     positive_numbers,
 )
 from reidkit.recipes.text_to_image import (
+    BUILT_IN_TEXT_DATASETS,
     FINETUNE_STAGE,
     INITIAL_RESULT,
     SYNTHETIC_ATTRIBUTE_NAMES,
@@ -85,12 +95,14 @@ from reidkit.recipes.text_to_image import (
     build_text_clip,
     build_text_data,
     check_pretraining_epochs,
+    check_text_data,
     read_pretraining_data,
     record_initial_evaluation,
     run_finetune_stage,
     save_pretrained_clip,
     split_batch,
     t2i_evaluation,
+    text_model_spec,
 )
 
 NAME = "valpat"
@@ -268,6 +280,24 @@ class PretrainingObjective(nn.Module):
         return cast(ObjectiveOutput, self.criterion(features))
 
 
+def check_data(config: VALPATConfig) -> None:
+    """Raise unless the text-to-image data set and the ReID data set of the transfer are built
+    in or have their folders (checked before anything is built).
+
+    Raises:
+        ConfigError: ``data.root`` or ``reid.root`` is needed and is ``None``.
+    """
+    check_text_data(config)
+    reid = config.reid
+    if reid.dataset is not None and reid.root is None and reid.dataset not in SYNTHETIC_DATASETS:
+        raise ConfigError(
+            "reid.root",
+            f"is needed: the ReID data set {reid.dataset!r} is read from its folder; give it "
+            f"(reid.root, --reid-root of the example), evaluate the transfer on the built-in "
+            f"data (reid.dataset {SYNTHETIC_DATASETS[0]}), or on none (reid.dataset null)",
+        )
+
+
 def build_criterion(stage: VALPATStageConfig, pretraining: PretrainingData) -> VALPATLoss:
     """:class:`~reidkit.losses.VALPATLoss` with the stage's weights and, if asked, the
     attributes' imbalance weights from the pre-training labels."""
@@ -356,6 +386,8 @@ def train(config: VALPATConfig, runtime: Runtime) -> dict[str, Any]:
 
     Resumes from ``runtime.resume`` at whichever stage and epoch the checkpoint was written.
     """
+    check_run(NAME, config, runtime)
+    check_data(config)
     context = begin(runtime)
     device = context.device
     clip_model, tokenizer = build_text_clip(config.clip, config.data.text_length, device)
@@ -379,6 +411,8 @@ def train(config: VALPATConfig, runtime: Runtime) -> dict[str, Any]:
     model = nn.ModuleDict({"pretraining": objective, "finetuning": finetuning}).to(device)
 
     run = start_run(NAME, config, runtime, STAGES)
+    spec = text_model_spec(NAME, NAME, config, data.dataset.num_train_pids, ssl_dim=stage.ssl_dim)
+    run.set_inference_model(finetuning, spec)
     evaluate = transfer_evaluation(
         valpat, data, config, pretraining.attribute_names, device, runtime.num_workers
     )
@@ -493,4 +527,7 @@ RECIPE = Recipe(
     train=train,
     epoch_fields=epoch_fields,
     weights_field="clip.pretrained",
+    check_data=check_data,
+    built_in_datasets=BUILT_IN_TEXT_DATASETS,
+    default_dataset=TEXT_DEFAULT_DATASET,
 )
