@@ -32,7 +32,12 @@ from torch import Tensor, nn
 
 from reidkit import checks
 from reidkit.data import make_train_loader
-from reidkit.distributed import broadcast_object, data_parallel, is_main_process
+from reidkit.distributed import (
+    broadcast_object,
+    data_parallel,
+    is_main_process,
+    raise_on_every_rank,
+)
 from reidkit.engine import WarmupMultiStepLR, move_to_device, seed_everything
 from reidkit.losses import CrossEntropyLabelSmooth, PCLLoss
 from reidkit.memory import PrototypeMemory, cluster_pseudo_labels, freeze_patch_projection
@@ -47,6 +52,7 @@ from reidkit.recipes.common import (
     check_run,
     clip_model_spec,
     fit_stage,
+    process_batch_size,
     rank_evaluation,
     start_run,
 )
@@ -289,15 +295,16 @@ class EpochBatches:
         if self.config.mode == "supervised":
             return pids
         labels = None
-        if is_main_process():
-            clustering = self.config.clustering
-            labels = cluster_pseudo_labels(
-                features,
-                eps=clustering.eps,
-                min_samples=clustering.min_samples,
-                k1=clustering.k1,
-                k2=clustering.k2,
-            ).cpu()
+        with raise_on_every_rank():  # an error of rank 0's clustering ends every rank
+            if is_main_process():
+                clustering = self.config.clustering
+                labels = cluster_pseudo_labels(
+                    features,
+                    eps=clustering.eps,
+                    min_samples=clustering.min_samples,
+                    k1=clustering.k1,
+                    k2=clustering.k2,
+                ).cpu()
         return broadcast_object(labels)
 
     def __iter__(self) -> Iterator[Any]:
@@ -319,7 +326,7 @@ class EpochBatches:
         loader = make_train_loader(
             records,
             self.data.train_transform,
-            self.config.data.batch_size,
+            process_batch_size(self.config.data),
             self.config.data.num_instances,
             num_workers=self.runtime.num_workers,
             seed=self.runtime.seed,
@@ -352,6 +359,7 @@ def train(config: PCLCLIPConfig, runtime: Runtime) -> dict[str, Any]:
     mode = config.mode
     check_run(NAME, config, runtime)
     context = begin(runtime)
+    process_batch_size(config.data)  # a global batch that does not split fails before the build
     device = context.device
     clip_model = build_clip(config.clip, device, frozen=False)  # weights before the data load
     data = build_clip_data(  # EpochBatches builds each epoch's train loader
@@ -365,7 +373,7 @@ def train(config: PCLCLIPConfig, runtime: Runtime) -> dict[str, Any]:
         model.neck_projected.classifier.requires_grad_(False)
         freeze_patch_projection(model)  # the divergence fix of sec. 4.2
 
-    run = start_run(NAME, config, runtime, [mode])
+    run = start_run(NAME, config, runtime, [mode], data)
     run.track("model", model)
     spec = clip_model_spec("pcl_clip", NAME, config.clip, config.data, num_classes, normalize=True)
     run.set_inference_model(model, spec)

@@ -49,7 +49,7 @@ class HierarchicalPromptLearning(nn.Module):
         patch map ``(B, h, w, E)``, global features ``(B, E)``, identities ``(B,)`` and, for
         the attention selection, class-token attention ``(B, h, w, 1)``. Returns a dict of
         scalars: ``loss`` (eq. 20 plus the agents' losses), ``stage1`` (eq. 20),
-        ``contrastive``, and with alignment ``otce``, with agents ``agent`` and ``reward``.
+        ``contrastive``, and with alignment ``ot_alignment``, with agents ``agent`` and ``reward``.
     """
 
     def __init__(
@@ -109,8 +109,8 @@ class HierarchicalPromptLearning(nn.Module):
                 :attr:`needs_attention`.
 
         Returns:
-            Scalars ``loss``, ``stage1``, ``contrastive`` and, as configured, ``otce``,
-            ``agent`` and ``reward`` (detached).
+            Scalars ``loss``, ``stage1``, ``contrastive`` and, as configured,
+            ``ot_alignment`` (``L_otce``), ``agent`` and ``reward`` (detached).
         """
         if self.needs_attention and attention is None:
             raise ValueError("attention (B, h, w, 1) is required to select patches without agents")
@@ -136,7 +136,7 @@ class HierarchicalPromptLearning(nn.Module):
         stage1 = stage1_objective(contrastive, otce or None, self.alpha, self.beta)
         metrics = {"stage1": stage1, "contrastive": torch.stack(contrastive).sum()}
         if otce:
-            metrics["otce"] = torch.stack(otce).sum()
+            metrics["ot_alignment"] = torch.stack(otce).sum()
         loss = stage1
         if agent_losses:
             metrics["agent"] = torch.stack(agent_losses).sum()
