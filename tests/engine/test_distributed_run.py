@@ -146,3 +146,27 @@ def test_sync_batchnorm_alone_is_batchnorm() -> None:
     inputs = torch.randn(6, 4, 3, 3)
     torch.testing.assert_close(converted(inputs), plain(inputs))
     torch.testing.assert_close(converted.running_var, plain.running_var)
+
+
+def _global_batch_worker(rank: int, port: int) -> None:
+    from reidkit.recipes.common import process_batch_size
+    from reidkit.recipes.config import ConfigError, DataConfig
+
+    join_group(rank, port)
+    try:
+        data = DataConfig(dataset="synthetic", root=None, batch_size=32, num_instances=4)
+        assert process_batch_size(data) == 16  # 2 ranks x 4 identities x 4 images
+        odd = DataConfig(dataset="synthetic", root=None, batch_size=36, num_instances=4)
+        message = (
+            "data.batch_size (36, the global batch) must split into whole identities over the "
+            "2 processes: a multiple of 2 x num_instances (4) = 8"
+        )
+        with pytest.raises(ConfigError, match=f"^{re.escape(message)}$"):
+            process_batch_size(odd)
+    finally:
+        distributed.cleanup_distributed()
+
+
+@pytest.mark.distributed
+def test_the_batch_size_is_the_global_batch() -> None:
+    run_on_ranks(_global_batch_worker)
