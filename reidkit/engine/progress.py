@@ -127,6 +127,11 @@ class ProgressBar(Generic[T]):
             self._bar.close()
             self._bar = None
 
+    @property
+    def drawn(self) -> bool:
+        """Whether a bar is being drawn now (while iterating)."""
+        return self._bar is not None
+
     def set_postfix_str(self, text: str) -> None:
         """Show ``text`` after the bar (nothing when no bar is drawn)."""
         if self._bar is not None:

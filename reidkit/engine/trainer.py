@@ -201,7 +201,7 @@ class Trainer:
             for scheduler in self._schedulers("step"):
                 scheduler.step()
             tracker.update({"loss": loss.detach(), **metrics})
-            if index % 10 == 0 and hasattr(bar, "set_postfix_str"):
+            if index % 10 == 0 and bar.drawn:  # the averages read the device: only for a bar
                 bar.set_postfix_str(format_metrics(tracker.averages()))
         return {**tracker.averages(across_ranks=True), **rates, "skipped_steps": skipped}
 
