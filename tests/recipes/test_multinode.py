@@ -20,6 +20,10 @@ from reidkit.recipes.config import get_field
 from tests.engine.helpers import assert_same, report_metrics
 
 TIMEOUT = 1200
+ROOT = Path(__file__).resolve().parents[2]
+TEXT_TO_IMAGE = ("unipt", "valpat")
+"""Trained through ``recipe.train`` (:mod:`tests.recipes.multinode_train`), the others through
+``reidkit train``."""
 
 
 def _free_port() -> int:
@@ -30,6 +34,8 @@ def _free_port() -> int:
 
 def _train_arguments(name: str, output: Path) -> list[str]:
     """One epoch per stage of the tiny preset, no warm-up (it must be shorter than a stage)."""
+    if name in TEXT_TO_IMAGE:
+        return ["-m", "tests.recipes.multinode_train", name, str(output)]
     recipe = get_recipe(name)
     config = recipe.presets["tiny"]
     overrides = []
@@ -50,9 +56,15 @@ def _torchrun(nodes: int, node_rank: int, per_node: int, port: int, arguments: l
     command = [sys.executable, "-m", "torch.distributed.run", f"--nnodes={nodes}"]
     command += [f"--node_rank={node_rank}", f"--nproc_per_node={per_node}"]
     command += ["--master_addr=127.0.0.1", f"--master_port={port}", *arguments]
-    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    path = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path}
     return subprocess.Popen(
-        command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        command,
+        cwd=ROOT,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
