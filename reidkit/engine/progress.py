@@ -9,7 +9,9 @@ opened while another runs (an evaluation inside an epoch) iterates silently, so 
 the cursor up a line (no escape codes in a log). ``--no-progress``
 (:func:`set_progress_enabled`) or ``TQDM_DISABLE=1`` in the environment turns every bar off.
 Drawing a bar reads no random generator, so a run gives the same numbers with and without
-bars.
+bars: the bars are :class:`tqdm.std.tqdm`, not ``tqdm.auto``'s asynchronous variant, which
+opens an extra iterator over the iterable it wraps (a shuffling ``DataLoader`` draws its seed
+from torch's generator for each iterator).
 """
 
 from __future__ import annotations
