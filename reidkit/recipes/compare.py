@@ -13,8 +13,8 @@ a shell::
     reidkit compare runs/mmpl_market/clip_reid runs/mmpl_market --plot compare.png
 
     method                         R1      R5     R10     mAP    mINP skipped
-    CLIP-ReID                    10.5    28.4    47.4    11.5     5.4       0
-    MMPL                         13.7    33.7    49.5    13.7     6.4       0
+    CLIP-ReID                    10.5    29.5    46.3    12.0     5.8       0
+    MMPL                         10.5    32.6    51.6    13.4     7.0       0
     chance (random ranking)       2.2    10.6    20.1     4.6     2.9       0
     R1 to mINP in % of the scored queries; skipped: queries without a true match, not scored
 """
