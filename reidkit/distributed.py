@@ -34,7 +34,7 @@ import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.distributed as dist
@@ -181,15 +181,130 @@ def barrier() -> None:
         dist.barrier()
 
 
-def data_parallel(module: torch.nn.Module) -> torch.nn.Module:
+_SYNC_BATCHNORM = [False]  # the default of data_parallel, set by set_sync_batchnorm
+
+
+def set_sync_batchnorm(enabled: bool) -> None:
+    """Whether :func:`data_parallel` converts BatchNorm layers by default (``--sync-bn``)."""
+    _SYNC_BATCHNORM[0] = bool(enabled)
+
+
+def data_parallel(
+    module: torch.nn.Module, *, sync_batchnorm: bool | None = None
+) -> torch.nn.Module:
     """Wrap ``module`` for data-parallel training when several processes run.
 
     Returns :class:`~torch.nn.parallel.DistributedDataParallel` around ``module`` when the world
     size is above 1, ``module`` itself otherwise. Call it after :func:`init_distributed` and
     after moving ``module`` to its device.
+
+    Args:
+        module: the model.
+        sync_batchnorm: first replace its BatchNorm layers, in place, by
+            :class:`SyncBatchNorm` (:func:`convert_sync_batchnorm`); ``None``: as
+            :func:`set_sync_batchnorm` set it (off by default). Without it each process
+            normalises with the statistics of its own share of the batch.
     """
     if get_world_size() > 1:
+        if _SYNC_BATCHNORM[0] if sync_batchnorm is None else sync_batchnorm:
+            convert_sync_batchnorm(module)
         return torch.nn.parallel.DistributedDataParallel(module)
+    return module
+
+
+class _AllReduceSum(torch.autograd.Function):
+    """The sum over ranks, with the sum over ranks of the gradients in backward."""
+
+    @staticmethod
+    def forward(ctx: Any, tensor: Tensor) -> Tensor:
+        reduced = tensor.detach().to(_backend_device(), copy=True)
+        dist.all_reduce(reduced, op=dist.ReduceOp.SUM)
+        return reduced.to(tensor.device)
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: Tensor) -> Tensor:
+        grad = grad_output.detach().to(_backend_device(), copy=True)
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        return grad.to(grad_output.device)
+
+
+class SyncBatchNorm(torch.nn.modules.batchnorm._BatchNorm):
+    """BatchNorm over the global batch of every process, on any device and backend.
+
+    In training, the per-channel sums and sums of squares of every rank's ``(B_r, C, ...)``
+    input are summed over the ranks (one ``all_reduce`` of ``2C + 1`` numbers, with
+    gradients), so every rank normalises with the mean and the biased variance of the
+    concatenated batch and updates its running statistics alike (with the unbiased variance,
+    as :class:`torch.nn.BatchNorm1d` does). In evaluation, or alone, it is plain BatchNorm.
+    Unlike :class:`torch.nn.SyncBatchNorm` it also runs on the CPU with ``gloo``. Its
+    ``state_dict`` is that of the BatchNorm layer it replaces.
+    """
+
+    def _check_input_dim(self, input: Tensor) -> None:
+        if input.dim() < 2:
+            raise ValueError(f"input must be (B, C, ...), got shape {tuple(input.shape)}")
+
+    def forward(self, input: Tensor) -> Tensor:
+        self._check_input_dim(input)
+        if not (self.training and is_distributed() and get_world_size() > 1):
+            return super().forward(input)
+        dims = [0, *range(2, input.dim())]
+        values = input.double()
+        count = torch.tensor([values.numel() / values.shape[1]], dtype=torch.float64)
+        local = torch.cat([values.sum(dims), (values * values).sum(dims), count.to(input.device)])
+        total = _AllReduceSum.apply(local)
+        channels = input.shape[1]
+        size = total[-1]
+        mean = total[:channels] / size
+        variance = (total[channels : 2 * channels] / size - mean * mean).clamp(min=0)
+        if self.track_running_stats:
+            # tracked statistics: the three buffers exist
+            batches = cast(Tensor, self.num_batches_tracked)
+            running_mean, running_var = (
+                cast(Tensor, self.running_mean),
+                cast(Tensor, self.running_var),
+            )
+            with torch.no_grad():
+                batches.add_(1)
+                momentum = self.momentum
+                if momentum is None:  # a cumulative moving average
+                    momentum = 1.0 / float(batches)
+                unbiased = variance * size / (size - 1).clamp(min=1)
+                running_mean.lerp_(mean.to(running_mean.dtype), momentum)
+                running_var.lerp_(unbiased.to(running_var.dtype), momentum)
+        shape = [1, channels] + [1] * (input.dim() - 2)
+        output = (values - mean.view(shape)) / torch.sqrt(variance.view(shape) + self.eps)
+        output = output.to(input.dtype)
+        if self.affine:
+            output = output * self.weight.view(shape) + self.bias.view(shape)
+        return cast(Tensor, output)
+
+
+def convert_sync_batchnorm(module: torch.nn.Module) -> torch.nn.Module:
+    """Replace, in place, every BatchNorm layer inside ``module`` by a :class:`SyncBatchNorm`
+    that holds the same parameter and buffer tensors (so an optimiser built before keeps
+    them); returns ``module``, or the new layer when ``module`` itself is one."""
+    if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and not isinstance(
+        module, SyncBatchNorm
+    ):
+        converted = SyncBatchNorm(
+            module.num_features,
+            module.eps,
+            module.momentum,
+            module.affine,
+            module.track_running_stats,
+        )
+        # the same parameter and buffer tensors: optimisers and checkpoints keep them
+        for name in ("weight", "bias"):
+            setattr(converted, name, getattr(module, name))
+        for name, buffer in module.named_buffers(recurse=False):
+            setattr(converted, name, buffer)
+        converted.train(module.training)
+        return converted
+    for name, child in module.named_children():
+        replaced = convert_sync_batchnorm(child)
+        if replaced is not child:
+            setattr(module, name, replaced)
     return module
 
 

@@ -255,7 +255,10 @@ def test_python_m_reidkit_trains_a_tiny_run(tmp_path: Path) -> None:
         cache=tmp_path / "cache",
     )  # fmt: skip
     assert completed.returncode == 0, completed.stderr[-3000:]
-    assert completed.stdout.splitlines()[-2].split()[0] == "method"  # the results' table
+    table = completed.stdout.splitlines()[-4:]  # the results' table, chance level and units
+    assert [line.split()[0] for line in table[:3]] == ["method", "CLIP-ReID", "chance"]
+    assert table[0].split()[-1] == "skipped" and "in %" in table[-1]
+    assert "Warning" not in completed.stderr, completed.stderr  # no library warning leaks
     report = json.loads((run / "report.json").read_text())
     assert [report["stages"][s]["epochs"][-1]["epoch"] for s in ("prompts", "image_encoder")] == [
         1,
@@ -273,7 +276,7 @@ def test_train_eval_compare_export_and_the_run_folder(tmp_path: Path) -> None:
     train = ["train", "clip_reid", "--output-dir", str(run), *TRAIN, "--epochs", "2"]
     completed = _reidkit(*train, "--eval-every", "1", *SHORT, cache=cache)
     assert completed.returncode == 0, completed.stderr[-3000:]
-    assert completed.stdout.splitlines()[-1].split()[0] == "CLIP-ReID"  # the table
+    assert completed.stdout.splitlines()[-3].split()[0] == "CLIP-ReID"  # the table
 
     # the run folder: the resolved configuration, in the file and in the report
     recipe, config = load_config(run / "config.yaml")

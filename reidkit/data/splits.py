@@ -112,13 +112,26 @@ class ReIDSplits:
         """Number of distinct cameras in the train split."""
         return len({camid for _, _, camid in self.train})
 
-    def __repr__(self) -> str:
-        def describe(records: list[ReIDRecord]) -> str:
-            pids = len({pid for _, pid, _ in records})
-            cams = len({camid for _, _, camid in records})
-            return f"{len(records)} images, {pids} ids, {cams} cameras"
+    def summary(self) -> dict[str, dict[str, int]]:
+        """``{"train" | "query" | "gallery": {"identities", "images", "cameras"}}``: the
+        distinct identities and cameras and the number of images of each split."""
+        return {
+            name: {
+                "identities": len({pid for _, pid, _ in records}),
+                "images": len(records),
+                "cameras": len({camid for _, _, camid in records}),
+            }
+            for name, records in (
+                ("train", self.train),
+                ("query", self.query),
+                ("gallery", self.gallery),
+            )
+        }
 
-        return (
-            f"{type(self).__name__}(train: {describe(self.train)}; "
-            f"query: {describe(self.query)}; gallery: {describe(self.gallery)})"
+    def __repr__(self) -> str:
+        splits = "; ".join(
+            f"{name}: {counts['images']} images, {counts['identities']} ids, "
+            f"{counts['cameras']} cameras"
+            for name, counts in self.summary().items()
         )
+        return f"{type(self).__name__}({splits})"

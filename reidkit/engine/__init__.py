@@ -80,9 +80,14 @@ from reidkit.engine.checkpoint import (
 from reidkit.engine.cli import build_arg_parser, stage_epochs
 from reidkit.engine.meters import MetricTracker
 from reidkit.engine.parameter_groups import bias_parameter_groups, module_parameter_groups
-from reidkit.engine.progress import format_metrics, progress_bar, setup_logging
+from reidkit.engine.progress import (
+    format_metrics,
+    progress_bar,
+    set_progress_enabled,
+    setup_logging,
+)
 from reidkit.engine.report import RunReport, environment_info, to_jsonable
-from reidkit.engine.run import TrainingRun, evaluation_metrics
+from reidkit.engine.run import EveryRankEvaluation, TrainingRun, evaluation_metrics
 from reidkit.engine.run_folder import RunFolderError, check_run_folder, clear_run_folder
 from reidkit.engine.schedulers import WarmupCosineLR, WarmupLinearLR, WarmupMultiStepLR
 from reidkit.engine.seeding import capture_rng_state, restore_rng_state, seed_everything
@@ -92,6 +97,7 @@ from reidkit.engine.weights import load_weights, save_weights
 __all__ = [
     "CheckpointError",
     "CheckpointManager",
+    "EveryRankEvaluation",
     "MetricTracker",
     "RunFolderError",
     "RunReport",
@@ -123,6 +129,7 @@ __all__ = [
     "restore_rng_state",
     "save_weights",
     "seed_everything",
+    "set_progress_enabled",
     "setup_logging",
     "stage_epochs",
     "to_jsonable",

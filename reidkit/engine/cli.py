@@ -10,6 +10,9 @@
     --seed N              base random seed
     --num-workers N       data-loading processes
     --amp                 mixed precision
+    --sync-bn             BatchNorm statistics of the global batch under torchrun
+    --no-progress         no progress bars (TQDM_DISABLE=1 does the same)
+    --no-tensorboard      no TensorBoard scalars
 
 :func:`build_arg_parser` adds to them the data and preset options of a script that builds its
 own model (``reidkit train`` and the examples build theirs with
@@ -95,6 +98,19 @@ def add_run_arguments(
         "--num-workers", type=_non_negative, default=2, metavar="N", help="data-loading processes"
     )
     run.add_argument("--amp", action="store_true", help="mixed precision (autocast)")
+    run.add_argument(
+        "--sync-bn",
+        action="store_true",
+        help="under torchrun, BatchNorm normalises with the statistics of the global batch",
+    )
+    run.add_argument(
+        "--no-progress", action="store_true", help="no progress bars (or TQDM_DISABLE=1)"
+    )
+    run.add_argument(
+        "--no-tensorboard",
+        action="store_true",
+        help="do not write TensorBoard scalars (written when tensorboard is installed)",
+    )
     return run
 
 

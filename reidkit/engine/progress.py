@@ -1,19 +1,29 @@
-"""Console and file output of a run: tqdm progress bars on rank 0, readable log lines.
+"""Console and file output of a run: progress bars on rank 0, readable log lines.
 
 Log records go through :func:`tqdm.tqdm.write`, so they never break a running progress bar.
 Only rank 0 shows progress bars and writes the log file; other ranks log warnings and errors,
 prefixed by their rank.
+
+Progress bars (:func:`progress_bar`) are drawn on rank 0, on a terminal, one at a time: a bar
+opened while another runs (an evaluation inside an epoch) iterates silently, so no bar moves
+the cursor up a line (no escape codes in a log). ``--no-progress``
+(:func:`set_progress_enabled`) or ``TQDM_DISABLE=1`` in the environment turns every bar off.
+Drawing a bar reads no random generator, so a run gives the same numbers with and without
+bars: the bars are :class:`tqdm.std.tqdm`, not ``tqdm.auto``'s asynchronous variant, which
+opens an extra iterator over the iterable it wraps (a shuffling ``DataLoader`` draws its seed
+from torch's generator for each iterator).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import TypeVar
+from typing import Generic, TypeVar
 
-from tqdm.auto import tqdm
+from tqdm.std import tqdm
 
 from reidkit import checks
 from reidkit.distributed import get_rank, is_main_process
@@ -67,18 +77,75 @@ def setup_logging(
     return logger
 
 
+_ENABLED = [True]  # set by set_progress_enabled
+_ACTIVE_BARS = [0]  # bars being drawn now (at most one)
+_FALSE_WORDS = ("", "0", "false", "no", "off")
+
+
+def set_progress_enabled(enabled: bool) -> None:
+    """Turn every progress bar of this process on or off (``--no-progress``: off)."""
+    _ENABLED[0] = bool(enabled)
+
+
+def progress_enabled() -> bool:
+    """Whether bars may be drawn: this is rank 0, neither :func:`set_progress_enabled` nor
+    ``TQDM_DISABLE`` turned them off, and stderr is a terminal."""
+    if not _ENABLED[0] or not is_main_process():
+        return False
+    if os.environ.get("TQDM_DISABLE", "").strip().lower() not in _FALSE_WORDS:
+        return False
+    isatty = getattr(sys.stderr, "isatty", None)
+    return bool(callable(isatty) and isatty())
+
+
+class ProgressBar(Generic[T]):
+    """``iterable`` with a bar while it is iterated (see :func:`progress_bar`)."""
+
+    def __init__(self, iterable: Iterable[T], *, desc: str, total: int | None, leave: bool) -> None:
+        self.iterable = iterable
+        self.desc, self.total, self.leave = desc, total, leave
+        self._bar: tqdm[T] | None = None
+
+    def __len__(self) -> int:
+        return len(self.iterable)  # type: ignore[arg-type]
+
+    def __iter__(self) -> Iterator[T]:
+        if not progress_enabled() or _ACTIVE_BARS[0]:
+            yield from self.iterable
+            return
+        self._bar = tqdm(
+            self.iterable,
+            desc=self.desc,
+            total=self.total,
+            leave=self.leave,
+            dynamic_ncols=True,
+            file=sys.stderr,
+        )
+        _ACTIVE_BARS[0] += 1
+        try:
+            yield from self._bar
+        finally:
+            _ACTIVE_BARS[0] -= 1
+            self._bar.close()
+            self._bar = None
+
+    @property
+    def drawn(self) -> bool:
+        """Whether a bar is being drawn now (while iterating)."""
+        return self._bar is not None
+
+    def set_postfix_str(self, text: str) -> None:
+        """Show ``text`` after the bar (nothing when no bar is drawn)."""
+        if self._bar is not None:
+            self._bar.set_postfix_str(text, refresh=False)
+
+
 def progress_bar(
     iterable: Iterable[T], *, desc: str = "", total: int | None = None, leave: bool = False
-) -> Iterable[T]:
-    """``iterable`` wrapped in a tqdm bar on rank 0 (other ranks iterate silently)."""
-    return tqdm(
-        iterable,
-        desc=desc,
-        total=total,
-        leave=leave,
-        dynamic_ncols=True,
-        disable=not is_main_process(),
-    )
+) -> ProgressBar[T]:
+    """``iterable`` wrapped in a progress bar, drawn when :func:`progress_enabled` and no other
+    bar is being drawn; otherwise it iterates silently."""
+    return ProgressBar(iterable, desc=desc, total=total, leave=leave)
 
 
 def format_metrics(metrics: Mapping[str, float]) -> str:

@@ -13,6 +13,8 @@ Layout of ``report.json``::
         }, ...
       },
       "results": {...},                      # final numbers set by the script
+      "data": {"name": ..., "splits": {"train": {"identities": ..., "images": ...,
+               "cameras": ...}, ...}, "chance": {"mAP": ..., "R1": ..., ...}} or null,
       "best": {"stage": ..., "epoch": ..., "metric": "mAP", "metrics": {...},
                "checkpoint": "best.pt", "weights": "best_model.safetensors"} or null,
       "timing": {"started_at": ISO-8601, "updated_at": ..., "wall_time_s": ...},
@@ -117,6 +119,7 @@ class RunReport:
             "environment": environment_info(),
             "stages": {},
             "results": {},
+            "data": None,
             "best": None,
             "timing": {"started_at": _now(), "updated_at": None, "wall_time_s": 0.0},
             "resumes": [],
@@ -155,6 +158,20 @@ class RunReport:
     def set_result(self, name: str, value: Any) -> None:
         """Store a final result (e.g. a table row) under ``results[name]``."""
         self.data["results"][name] = to_jsonable(value)
+
+    def set_data(
+        self,
+        name: str,
+        splits: Mapping[str, Mapping[str, int]],
+        chance: Mapping[str, float] | None = None,
+    ) -> None:
+        """Record the data set ``name``, its splits' counts and the chance level of its
+        evaluation (the metrics of a random ranking)."""
+        self.data["data"] = {
+            "name": name,
+            "splits": to_jsonable(splits),
+            "chance": to_jsonable(chance) if chance is not None else None,
+        }
 
     @property
     def best(self) -> dict[str, Any] | None:

@@ -2,7 +2,8 @@
 
 :class:`TrainingRun` ties together the run folder (:mod:`reidkit.engine.run_folder`), the log
 (``train.log``), the checkpoints (``last.pt``, ``{stage}_final.pt``, ``best.pt``), the JSON
-report (``report.json``) and the inference model's weights (``model.safetensors``,
+report (``report.json``), the TensorBoard scalars (``tensorboard/``, see
+:mod:`reidkit.engine.tensorboard`) and the inference model's weights (``model.safetensors``,
 ``best_model.safetensors``). Its :meth:`fit` runs the epochs of one stage with a
 :class:`~reidkit.engine.Trainer`, evaluates every ``eval_every`` epochs and after the last one,
 keeps the checkpoint of the best evaluation, writes a checkpoint and the report after every
@@ -39,6 +40,7 @@ from reidkit.engine.run_folder import (
     check_run_folder,
     clear_run_folder,
 )
+from reidkit.engine.tensorboard import ScalarLog
 from reidkit.engine.trainer import StepFunction, Trainer
 from reidkit.engine.weights import BEST_WEIGHTS, MODEL_WEIGHTS, save_weights
 
@@ -53,18 +55,41 @@ def evaluation_metrics(result: Any) -> dict[str, float]:
     Args:
         result: a mapping of scalars, or a rank result with ``mAP``, ``mINP`` and ``cmc``
             (such as :class:`reidkit.RankResult`), which gives ``mAP``, ``mINP``, ``R1``,
-            ``R5`` and ``R10`` (the ranks its ``cmc`` covers).
+            ``R5`` and ``R10`` (the ranks its ``cmc`` covers), and ``skipped_queries`` (an
+            integer) when it counts them.
     """
     if isinstance(result, Mapping):
-        return {str(name): float(value) for name, value in result.items()}
+        return {
+            str(name): value if checks.is_integer(value) else float(value)
+            for name, value in result.items()
+        }
     if all(hasattr(result, name) for name in ("mAP", "mINP", "cmc")):
         metrics = {"mAP": float(result.mAP), "mINP": float(result.mINP)}
         metrics.update({f"R{k}": float(result.cmc[k - 1]) for k in RANKS if k <= len(result.cmc)})
+        skipped = getattr(result, "num_skipped_queries", None)
+        if skipped is not None:
+            metrics["skipped_queries"] = int(skipped)
         return metrics
     raise ValueError(
         "evaluate must return a mapping of scalars or a rank result with mAP, mINP and cmc, "
         f"got {type(result).__name__}"
     )
+
+
+class EveryRankEvaluation:
+    """An evaluation that runs on every rank (it may call collectives, e.g. to extract features
+    in shards and gather them, see :func:`reidkit.evaluate_model`); its result counts on rank
+    0. A plain function given to :meth:`TrainingRun.evaluate` runs on rank 0 alone.
+
+    Args:
+        evaluate: returns what :func:`evaluation_metrics` reads; called on every rank.
+    """
+
+    def __init__(self, evaluate: Evaluate) -> None:
+        self.evaluate = evaluate
+
+    def __call__(self) -> Any:
+        return self.evaluate()
 
 
 def _set_loader_epoch(batches: Iterable[Any], epoch: int) -> None:
@@ -101,9 +126,12 @@ class TrainingRun:
         checkpoint_every: write ``last.pt`` every this many epochs (and after the last one).
         overwrite: delete another run's files in ``output_dir`` instead of refusing it.
         best_metric: the evaluation metric whose largest value is the best.
+        tensorboard: also write the scalars for TensorBoard (when it is installed, see
+            :class:`~reidkit.engine.tensorboard.ScalarLog`).
 
     Attributes:
         logger: the ``reidkit`` logger.
+        scalars: the TensorBoard scalars.
         report: the :class:`~reidkit.engine.RunReport`.
         checkpoints: the :class:`~reidkit.engine.CheckpointManager`.
     """
@@ -119,6 +147,7 @@ class TrainingRun:
         checkpoint_every: int = 1,
         overwrite: bool = False,
         best_metric: str = BEST_METRIC,
+        tensorboard: bool = True,
     ) -> None:
         checks.check_integer("eval_every", eval_every, 0)
         checks.check_integer("checkpoint_every", checkpoint_every, 1)
@@ -136,6 +165,7 @@ class TrainingRun:
         self.report = RunReport(self.output_dir / REPORT_FILE, config)
         self.checkpoints = CheckpointManager(self.output_dir, stages)
         self.checkpoints.track("report", self.report)
+        self.scalars = ScalarLog(self.output_dir, enabled=tensorboard)
         resume_path = resolve_resume_path(resume, self.output_dir)
         if resume_path is not None:
             state = self.checkpoints.load(resume_path)
@@ -149,6 +179,36 @@ class TrainingRun:
                 self.output_dir,
                 LAST_CHECKPOINT,
             )
+
+    def describe_data(
+        self,
+        name: str,
+        splits: Mapping[str, Mapping[str, int]],
+        chance: Any = None,
+    ) -> None:
+        """Log the data set's splits and the chance level of its evaluation, and record both
+        in the report (``data``).
+
+        Args:
+            name: the data set's name.
+            splits: ``{split: {"identities": ..., "images": ..., "cameras": ...}}``, e.g.
+                :meth:`reidkit.data.ReIDSplits.summary`.
+            chance: what a random ranking scores on the evaluated split (a rank result or a
+                mapping, see :func:`evaluation_metrics`, e.g. from
+                :func:`reidkit.eval.chance_rank_result`); ``None``: not known.
+        """
+        columns = list(dict.fromkeys(column for counts in splits.values() for column in counts))
+        header = "".join(f"{column:>12}" for column in columns)
+        lines = [f"data set {name}:", "  " + "split".ljust(10) + header]
+        for split, counts in splits.items():
+            cells = "".join(f"{counts.get(column, '-'):>12}" for column in columns)
+            lines.append("  " + split.ljust(10) + cells)
+        metrics = None
+        if chance is not None:
+            metrics = evaluation_metrics(chance)
+            lines.append(f"  chance level (random ranking): {format_metrics(metrics)}")
+        self.logger.info("\n".join(lines))
+        self.report.set_data(name, splits, metrics)
 
     def set_inference_model(self, model: nn.Module, spec: Mapping[str, Any]) -> None:
         """Keep the weights of ``model`` at the run's end and at its best evaluation.
@@ -177,17 +237,25 @@ class TrainingRun:
         return self.checkpoints.stage_completed(stage)
 
     def evaluate(self, stage: str, epoch: int, evaluate: Evaluate) -> dict[str, float]:
-        """Run ``evaluate`` on rank 0, log and record its metrics, and share them with every rank.
+        """Run ``evaluate``, log and record its metrics, and share rank 0's with every rank.
 
         ``evaluate`` returns a mapping of scalars or a rank result (see
-        :func:`evaluation_metrics`). It runs on rank 0 only, so it must not call collectives
-        (evaluate the unwrapped model, e.g. ``reidkit.distributed.unwrap_model(model)``).
+        :func:`evaluation_metrics`). A plain function runs on rank 0 only, so it must not call
+        collectives (evaluate the unwrapped model, e.g.
+        ``reidkit.distributed.unwrap_model(model)``); an :class:`EveryRankEvaluation` runs on
+        every rank. An error raised by the evaluation on any rank is raised on every rank
+        (instead of leaving the others waiting for rank 0's metrics).
         """
         metrics: dict[str, float] = {}
-        if is_main_process():
-            metrics = evaluation_metrics(evaluate())
+        every_rank = isinstance(evaluate, EveryRankEvaluation)
+        with raise_on_every_rank():
+            if every_rank or is_main_process():
+                result = evaluate()
+                if is_main_process():
+                    metrics = evaluation_metrics(result)
         metrics = broadcast_object(metrics)
         self.report.log_evaluation(stage, epoch, metrics)
+        self.scalars.add(f"{stage}/eval", epoch, metrics)
         self.logger.info(
             "[%s] evaluation after epoch %d: %s", stage, epoch, format_metrics(metrics)
         )
@@ -226,6 +294,8 @@ class TrainingRun:
             self.logger.info("[%s] already completed by the resumed checkpoint; skipped", stage)
             return self.report.last_evaluation(stage)
         start = self.checkpoints.resume_epoch(stage, trainer)
+        resumed = f", resumed after epoch {start}" if start else ""
+        self.logger.info("[%s] ---- stage %s: %d epochs%s ----", stage, stage, epochs, resumed)
         for epoch in range(start + 1, epochs + 1):
             _set_loader_epoch(batches, epoch - 1)
             started = time.perf_counter()
@@ -233,6 +303,7 @@ class TrainingRun:
             trainer.end_epoch()
             elapsed = time.perf_counter() - started
             self.report.log_epoch(stage, epoch, metrics, elapsed)
+            self.scalars.add(stage, epoch, metrics)
             self.logger.info(
                 "[%s] epoch %d/%d %s (%.1fs)",
                 stage,
@@ -290,6 +361,7 @@ class TrainingRun:
         if self._inference_model is not None and is_main_process():
             save_weights(self._inference_model, self.output_dir / MODEL_WEIGHTS)
         path = self.report.save()
+        self.scalars.close()
         barrier()
         self.logger.info("report written to %s", path)
         return path

@@ -67,8 +67,10 @@ class Trainer:
     """Optimisers, schedulers and AMP state of one training stage.
 
     Args:
-        optimizers: one optimiser or several (e.g. MMPL's agent and prompt optimisers); all are
-            stepped on the same loss, so each should own a disjoint set of parameters.
+        optimizers: one optimiser or several (e.g. MMPL's prompt and agent optimisers); all are
+            stepped on the same loss, so each should own a disjoint set of parameters. Give
+            several as a mapping ``{"prompts": ..., "agents": ...}`` to have their learning
+            rates logged by name (``lr_prompts``, ``lr_agents``).
         schedulers: learning-rate schedulers, stepped once per epoch by :meth:`end_epoch`, or
             after every step taken when their ``interval`` attribute is ``"step"``
             (:class:`~reidkit.engine.WarmupLinearLR`).
@@ -89,7 +91,7 @@ class Trainer:
 
     def __init__(
         self,
-        optimizers: Optimizer | Sequence[Optimizer],
+        optimizers: Optimizer | Sequence[Optimizer] | Mapping[str, Optimizer],
         schedulers: LRScheduler | Sequence[LRScheduler] = (),
         *,
         amp: bool = False,
@@ -97,9 +99,20 @@ class Trainer:
         device: torch.device | str = "cpu",
         skip_nonfinite: bool = True,
     ) -> None:
-        self.optimizers = [optimizers] if isinstance(optimizers, Optimizer) else list(optimizers)
+        if isinstance(optimizers, Optimizer):
+            optimizers = [optimizers]
+        if isinstance(optimizers, Mapping):
+            names = [str(name) for name in optimizers]
+            optimizers = list(optimizers.values())
+        else:
+            optimizers = list(optimizers)
+            names = [str(index) for index in range(len(optimizers))]
+        self.optimizers: list[Optimizer] = optimizers
         if not self.optimizers or not all(isinstance(o, Optimizer) for o in self.optimizers):
-            raise ValueError("optimizers must be a torch Optimizer or a non-empty list of them")
+            raise ValueError(
+                "optimizers must be a torch Optimizer, or a non-empty list or mapping of them"
+            )
+        self.optimizer_names = names
         self.schedulers = [schedulers] if isinstance(schedulers, LRScheduler) else list(schedulers)
         if grad_clip_norm is not None and not grad_clip_norm > 0:
             raise ValueError(f"grad_clip_norm must be None or > 0, got {grad_clip_norm!r}")
@@ -124,10 +137,14 @@ class Trainer:
         return [p for o in self.optimizers for group in o.param_groups for p in group["params"]]
 
     def learning_rates(self) -> dict[str, float]:
-        """Current learning rate of each optimiser's first group: ``lr``, ``lr_1``, ..."""
+        """Current learning rate of each optimiser's first group: ``lr`` for a single one,
+        ``lr_<name>`` for optimisers given by name (``lr_prompts``), else ``lr``, ``lr_1``,
+        ... in order."""
+        if len(self.optimizers) == 1:
+            return {"lr": float(self.optimizers[0].param_groups[0]["lr"])}
         return {
-            ("lr" if i == 0 else f"lr_{i}"): float(o.param_groups[0]["lr"])
-            for i, o in enumerate(self.optimizers)
+            ("lr" if name == "0" else f"lr_{name}"): float(o.param_groups[0]["lr"])
+            for name, o in zip(self.optimizer_names, self.optimizers)
         }
 
     def _loss_is_nonfinite(self, loss: Tensor) -> bool:
@@ -187,7 +204,7 @@ class Trainer:
             for scheduler in self._schedulers("step"):
                 scheduler.step()
             tracker.update({"loss": loss.detach(), **metrics})
-            if index % 10 == 0 and hasattr(bar, "set_postfix_str"):
+            if index % 10 == 0 and bar.drawn:  # the averages read the device: only for a bar
                 bar.set_postfix_str(format_metrics(tracker.averages()))
         return {**tracker.averages(across_ranks=True), **rates, "skipped_steps": skipped}
 

@@ -7,6 +7,7 @@ and re-ranking, used in training too, live in :mod:`reidkit.retrieval`.
 
 from reidkit._deprecation import moved_names
 from reidkit.eval.attributes import AttributeResult, evaluate_attributes
+from reidkit.eval.chance import chance_rank_result
 from reidkit.eval.evaluator import ReIDEvaluator, evaluate_model
 from reidkit.eval.rank import RankResult, evaluate_rank
 from reidkit.eval.t2i import evaluate_t2i, evaluate_t2i_model
@@ -16,6 +17,7 @@ __all__ = [
     "AttributeResult",
     "RankResult",
     "ReIDEvaluator",
+    "chance_rank_result",
     "evaluate_attributes",
     "evaluate_model",
     "evaluate_rank",

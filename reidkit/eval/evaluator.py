@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from reidkit import checks
 from reidkit.checks import ArrayLike
 from reidkit.distances import Distance, get_distance
+from reidkit.distributed import broadcast_object, is_main_process, raise_on_every_rank
 from reidkit.eval import validation
 from reidkit.eval.rank import RankResult, evaluate_rank
 from reidkit.eval.validation import IdArray
@@ -167,6 +168,7 @@ def evaluate_model(
     re_rank: bool = False,
     device: torch.device | str | None = None,
     progress: bool = True,
+    distributed: bool = False,
 ) -> RankResult:
     """Rank metrics of ``model`` on a query-then-gallery loader.
 
@@ -180,13 +182,29 @@ def evaluate_model(
         num_query: number of query images at the start of ``loader``.
         metric, re_rank: as in :class:`ReIDEvaluator`.
         flip, normalize, device, progress: as in :func:`reidkit.extract_features`.
+        distributed: under ``torchrun`` (a collective: every rank calls it), each rank
+            extracts the features of its share of ``loader`` (``extract_features(...,
+            shard=True)``), they are gathered once, rank 0 computes the metrics and every rank
+            returns them; an error on any rank is raised on every rank. Alone, it changes
+            nothing. Pass the unwrapped model (no ``DistributedDataParallel``).
 
     Returns:
         :class:`reidkit.RankResult` (mAP, CMC, mINP).
     """
     extracted = extract_features(
-        model, loader, flip, device, normalize=normalize, progress=progress, desc="Evaluating"
+        model,
+        loader,
+        flip,
+        device,
+        normalize=normalize,
+        progress=progress,
+        desc="Evaluating",
+        shard=distributed,
     )
-    evaluator = ReIDEvaluator(num_query, metric, re_rank=re_rank)
-    evaluator.update(extracted.features, extracted.pids, extracted.camids)
-    return evaluator.compute()
+    result = None
+    with raise_on_every_rank(distributed):
+        if not distributed or is_main_process():
+            evaluator = ReIDEvaluator(num_query, metric, re_rank=re_rank)
+            evaluator.update(extracted.features, extracted.pids, extracted.camids)
+            result = evaluator.compute()
+    return cast(RankResult, broadcast_object(result) if distributed else result)

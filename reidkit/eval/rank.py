@@ -45,12 +45,14 @@ class RankResult:
         mINP: mean inverse negative penalty (Ye et al., TPAMI 2021): the mean over queries of
             ``R / r_last``, the number of true matches over the rank of the hardest one.
         num_valid_queries: queries that were scored (those with at least one valid match).
+        num_skipped_queries: queries that were skipped (no valid match in the gallery).
     """
 
     mAP: float
     cmc: np.ndarray
     mINP: float
     num_valid_queries: int
+    num_skipped_queries: int = 0
 
     def rank(self, k: int) -> float:
         """Rank-``k`` accuracy, ``cmc[k - 1]``."""
@@ -185,6 +187,7 @@ def _evaluate(
         cmc=cmc.cpu().numpy(),
         mINP=inp_sum / num_valid,
         num_valid_queries=num_valid,
+        num_skipped_queries=num_q - num_valid,
     )
 
 

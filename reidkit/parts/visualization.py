@@ -90,7 +90,8 @@ def save_part_assignment_maps(
     for row in range(rows):
         for column in range(columns):
             axis = axes[row, column]
-            axis.imshow(panels[row, column], interpolation="nearest")
+            # float32 round-off may put a pixel a hair above 1, which matplotlib logs
+            axis.imshow(np.clip(panels[row, column], 0.0, 1.0), interpolation="nearest")
             axis.set_axis_off()
             if row == 0:
                 axis.set_title("image" if column == 0 else f"PT{column}", fontsize=8)

@@ -265,12 +265,6 @@ def train(config: AAformerConfig, runtime: Runtime) -> dict[str, Any]:
     check_run(NAME, config, runtime)
     context = begin(runtime)
     device = context.device
-    batch_size, remainder = divmod(config.data.batch_size, context.world_size)
-    if remainder or batch_size % config.data.num_instances:
-        raise ValueError(
-            f"the batch of {config.data.batch_size} images ({config.data.num_instances} per "
-            f"identity) does not split into whole identities over {context.world_size} processes"
-        )
 
     # Model: the converted ViT and one BNNeck and classifier per output token.
     backbone = config.backbone
@@ -289,7 +283,6 @@ def train(config: AAformerConfig, runtime: Runtime) -> dict[str, Any]:
         pixel_std=std,
         runtime=runtime,
         device=device,
-        batch_size=batch_size,
     )
     criterion = AAformerLoss(
         aaformer.output_dim,
@@ -300,7 +293,7 @@ def train(config: AAformerConfig, runtime: Runtime) -> dict[str, Any]:
     )
     model = AAformerReID(aaformer, criterion).to(device)
 
-    run = start_run(NAME, config, runtime, [STAGE])
+    run = start_run(NAME, config, runtime, [STAGE], data)
     run.track("model", model)
     run.set_inference_model(model, model_spec(config, mean, std, data.dataset.num_train_pids))
     seed_everything(runtime.seed, rank=context.rank)  # per-rank sampling and augmentation

@@ -440,6 +440,9 @@ def runtime_from_args(args: argparse.Namespace) -> Runtime:
         eval_every=args.eval_every,
         amp=args.amp,
         overwrite=args.overwrite,
+        progress=not args.no_progress,
+        tensorboard=not args.no_tensorboard,
+        sync_bn=args.sync_bn,
     )
 
 

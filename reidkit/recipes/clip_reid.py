@@ -40,6 +40,7 @@ from reidkit.recipes.common import (
     class_text_features,
     clip_model_spec,
     fit_stage,
+    process_batch_size,
     prompt_stage_optimizer,
     run_image_stage,
     start_run,
@@ -66,7 +67,7 @@ class CLIPReIDConfig(Section):
 
     Attributes:
         clip: the CLIP model and its input.
-        data: the data set and the ``P x K`` batches (per process).
+        data: the data set and the ``P x K`` batches (``batch_size`` over all processes).
         prompt: the prompt template and its learnable tokens per identity.
         prompt_stage: stage 1's epochs and schedule.
         image_stage: stage 2's epochs and schedule.
@@ -159,7 +160,7 @@ def train(config: CLIPReIDConfig, runtime: Runtime) -> dict[str, Any]:
     text_encoder = CLIPTextEncoder(clip_model, chunk_size=config.data.batch_size)
     model = CLIPReIDModel(clip_model, num_classes).to(device)
 
-    run = start_run(NAME, config, runtime, STAGES)
+    run = start_run(NAME, config, runtime, STAGES, data)
     run.track("prompt_learner", prompts)
     run.track("model", model)
     spec = clip_model_spec("clip_reid", NAME, config.clip, config.data, num_classes)
@@ -176,7 +177,7 @@ def train(config: CLIPReIDConfig, runtime: Runtime) -> dict[str, Any]:
         )
         pids = torch.tensor([pid for _, pid, _ in data.dataset.train], device=device)
         batches = make_feature_loader(
-            image_features, pids, batch_size=config.data.batch_size, seed=runtime.seed
+            image_features, pids, batch_size=process_batch_size(config.data), seed=runtime.seed
         )
         network = data_parallel(prompts)
         supcon = SupConLoss()  # the reference code's dot products at temperature 1

@@ -46,8 +46,10 @@ from reidkit.data import (
 from reidkit.distributed import (
     DistributedContext,
     data_parallel,
+    get_world_size,
     init_distributed,
     is_main_process,
+    set_sync_batchnorm,
 )
 from reidkit.engine import (
     Trainer,
@@ -59,9 +61,12 @@ from reidkit.engine import (
     seed_everything,
     stage_epochs,
 )
+from reidkit.engine.progress import set_progress_enabled
+from reidkit.engine.run import EveryRankEvaluation
 from reidkit.engine.run_folder import CONFIG_FILE, RunFolderError, check_run_folder
 from reidkit.engine.trainer import StepFunction
 from reidkit.eval import RankResult, evaluate_model
+from reidkit.eval.chance import chance_rank_result
 from reidkit.losses import CLIPReIDLoss
 from reidkit.models import CLIPReIDModel
 from reidkit.prompts import encode_class_prompts
@@ -128,18 +133,17 @@ def build_data(
     pixel_std: Sequence[float] | None,
     runtime: Runtime,
     device: torch.device,
-    batch_size: int | None = None,
     train_loader: bool = True,
 ) -> ReIDData:
     """The data set of ``data`` with its loaders.
 
     Args:
-        data: the data set and the batch settings.
+        data: the data set and the batch settings; ``data.batch_size`` is the global batch,
+            split over the processes (:func:`process_batch_size`).
         image_size: ``(H, W)`` of the transforms.
         pixel_mean, pixel_std: normalisation; ``None``: CLIP's statistics.
         runtime: gives the seed of the train loader and the loading processes.
         device: pins the train batches in memory for CUDA.
-        batch_size: this process's ``P x K`` (default ``data.batch_size``).
         train_loader: build the train loader (``False`` when the batches are made elsewhere).
     """
     dataset = load_dataset(data)
@@ -151,7 +155,7 @@ def build_data(
         loader = make_train_loader(
             dataset.train,
             train_transform,
-            data.batch_size if batch_size is None else batch_size,
+            process_batch_size(data),
             data.num_instances,
             num_workers=runtime.num_workers,
             seed=runtime.seed,
@@ -161,6 +165,29 @@ def build_data(
         dataset.query, dataset.gallery, test_transform, num_workers=runtime.num_workers
     )
     return ReIDData(dataset, loader, test_loader, train_transform, test_transform)
+
+
+def process_batch_size(data: DataConfig) -> int:
+    """This process's share of the global batch ``data.batch_size`` (``--batch-size``).
+
+    Under ``torchrun`` with ``W`` processes each draws ``data.batch_size / W`` images, whole
+    identities of ``data.num_instances`` images each, so the steps see the same ``P x K``
+    images in all as one process would.
+
+    Raises:
+        ConfigError: ``data.batch_size`` is not a multiple of ``W * data.num_instances`` (the
+            message names ``data.batch_size`` and the multiple it needs).
+    """
+    world_size = get_world_size()
+    share, remainder = divmod(data.batch_size, world_size)
+    if remainder or share % data.num_instances:
+        raise ConfigError(
+            "data.batch_size",
+            f"({data.batch_size}, the global batch) must split into whole identities over the "
+            f"{world_size} processes: a multiple of {world_size} x num_instances "
+            f"({data.num_instances}) = {world_size * data.num_instances}",
+        )
+    return share
 
 
 def check_data_root(data: Any, built_in: Sequence[str] = SYNTHETIC_DATASETS) -> None:
@@ -304,21 +331,29 @@ def rank_evaluation(
     data: ReIDData,
     device: torch.device,
     **options: Any,
-) -> Callable[[], RankResult]:
-    """A function that evaluates ``model`` on the query and gallery of ``data``
-    (:func:`reidkit.evaluate_model` with ``options``)."""
+) -> EveryRankEvaluation:
+    """An evaluation of ``model`` on the query and gallery of ``data``
+    (:func:`reidkit.evaluate_model` with ``options``) that runs on every rank: under
+    ``torchrun`` each extracts the features of its share of the images, gathered once. Give
+    the unwrapped model."""
 
     def evaluate() -> RankResult:
-        return evaluate_model(model, data.test_loader, data.num_query, device=device, **options)
+        return evaluate_model(
+            model, data.test_loader, data.num_query, device=device, distributed=True, **options
+        )
 
-    return evaluate
+    return EveryRankEvaluation(evaluate)
 
 
 def begin(runtime: Runtime) -> DistributedContext:
-    """Join ``torchrun``'s process group (if any) on ``runtime.device`` and seed every
-    generator with ``runtime.seed``, so that every rank builds the same initial weights; seed
-    again with the rank (``seed_everything(seed, rank=...)``) once the models are built."""
+    """Join ``torchrun``'s process group (if any) on ``runtime.device``, apply the runtime's
+    switches (progress bars, synchronised BatchNorm in
+    :func:`~reidkit.distributed.data_parallel`) and seed every generator with
+    ``runtime.seed``, so that every rank builds the same initial weights; seed again with the
+    rank (``seed_everything(seed, rank=...)``) once the models are built."""
     context = init_distributed(runtime.device)
+    set_progress_enabled(runtime.progress)
+    set_sync_batchnorm(runtime.sync_bn)
     seed_everything(runtime.seed)
     return context
 
@@ -356,12 +391,21 @@ def check_run(recipe: str, config: Any, runtime: Runtime) -> None:
         )
 
 
-def start_run(recipe: str, config: Any, runtime: Runtime, stages: Sequence[str]) -> TrainingRun:
+def start_run(
+    recipe: str,
+    config: Any,
+    runtime: Runtime,
+    stages: Sequence[str],
+    data: ReIDData | None = None,
+) -> TrainingRun:
     """The :class:`~reidkit.engine.TrainingRun` of a recipe in ``runtime.output_dir``.
 
     Call :func:`check_run` first, before anything is built. The run folder holds
     ``config.yaml`` (the resolved configuration) from now on. The report's ``config`` holds the
-    recipe's name, the configuration (``experiment``) and the runtime.
+    recipe's name, the configuration (``experiment``) and the runtime. The console and
+    ``train.log`` start with a header (the recipe, its stages, the processes and the global
+    batch) and, given ``data``, the data set's splits and the chance level of its evaluation
+    (:func:`describe_data`).
     """
     run = TrainingRun(
         runtime.output_dir,
@@ -370,11 +414,37 @@ def start_run(recipe: str, config: Any, runtime: Runtime, stages: Sequence[str])
         resume=runtime.resume,
         eval_every=runtime.eval_every,
         overwrite=runtime.overwrite,
+        tensorboard=runtime.tensorboard,
     )
     config_file = runtime.output_path / CONFIG_FILE
     if is_main_process() and not config_file.is_file():
         save_config(config_file, recipe, config, header=f"the configuration of a {recipe} run")
+    batch = getattr(getattr(config, "data", None), "batch_size", None)
+    run.logger.info(
+        "==== %s: stages %s | %d process(es)%s | run folder %s ====",
+        recipe,
+        ", ".join(stages),
+        get_world_size(),
+        f", global batch {batch}" if batch is not None else "",
+        runtime.output_dir,
+    )
+    if data is not None:
+        describe_data(run, config.data.dataset, data)
     return run
+
+
+def describe_data(run: TrainingRun, name: str, data: ReIDData) -> None:
+    """Log and record the splits of ``data`` and the chance level of its query-gallery
+    evaluation (:func:`reidkit.eval.chance_rank_result`, a random ranking under the
+    Market-1501 protocol)."""
+    query, gallery = data.dataset.query, data.dataset.gallery
+    chance = chance_rank_result(
+        [pid for _, pid, _ in query],
+        [pid for _, pid, _ in gallery],
+        [camid for _, _, camid in query],
+        [camid for _, _, camid in gallery],
+    )
+    run.describe_data(name, data.dataset.summary(), chance)
 
 
 def clip_model_spec(
@@ -415,7 +485,7 @@ def trained_on(recipe: str, data: DataConfig, num_classes: int) -> dict[str, Any
 def fit_stage(
     run: TrainingRun,
     stage: str,
-    optimizers: Sequence[torch.optim.Optimizer],
+    optimizers: Sequence[torch.optim.Optimizer] | Mapping[str, torch.optim.Optimizer],
     schedulers: Sequence[Any],
     batches: Iterable[Any],
     step: StepFunction,
@@ -425,8 +495,13 @@ def fit_stage(
     device: torch.device,
     evaluate: Callable[[], Any] | None = None,
 ) -> dict[str, float]:
-    """Train one stage of ``run`` (see :meth:`~reidkit.engine.TrainingRun.fit`); its metrics."""
-    trainer = Trainer(list(optimizers), list(schedulers), amp=runtime.amp, device=device)
+    """Train one stage of ``run`` (see :meth:`~reidkit.engine.TrainingRun.fit`); its metrics.
+
+    Several ``optimizers`` are given by name, so that their learning rates are logged as
+    ``lr_<name>`` (see :meth:`~reidkit.engine.Trainer.learning_rates`)."""
+    if not isinstance(optimizers, Mapping):
+        optimizers = list(optimizers)
+    trainer = Trainer(optimizers, list(schedulers), amp=runtime.amp, device=device)
     return run.fit(stage, trainer, batches, step, epochs=epochs, evaluate=evaluate)
 
 

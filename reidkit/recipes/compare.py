@@ -5,13 +5,18 @@ and returns a :class:`ComparisonTable` with a row for every rank result in their
 (a mapping with ``mAP`` and ``R1``, as :meth:`reidkit.engine.TrainingRun.finish` stores
 them): ``str(table)`` is the printed table, values in percent; :meth:`ComparisonTable.format`
 also writes Markdown and CSV, and :func:`plot_comparison` draws the metrics side by side with
-each run's mAP over its evaluations. From a shell::
+each run's mAP over its evaluations. Under the runs' rows, the chance level of their test
+split (what a random ranking scores, recorded in the report's ``data``; one row for runs on
+the same split), and the queries each evaluation skipped (no true match in the gallery). From
+a shell::
 
     reidkit compare runs/mmpl_market/clip_reid runs/mmpl_market --plot compare.png
 
-    method         R1      R5     R10     mAP    mINP
-    CLIP-ReID    10.5    28.4    47.4    11.5     5.4
-    MMPL         13.7    33.7    49.5    13.7     6.4
+    method                         R1      R5     R10     mAP    mINP skipped
+    CLIP-ReID                    10.5    29.5    46.3    12.0     5.8       0
+    MMPL                         10.5    32.6    51.6    13.4     7.0       0
+    chance (random ranking)       2.2    10.6    20.1     4.6     2.9       0
+    R1 to mINP in % of the scored queries; skipped: queries without a true match, not scored
 """
 
 from __future__ import annotations
@@ -23,12 +28,19 @@ import json
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from reidkit.engine.run_folder import REPORT_FILE
 
 METRICS = ("R1", "R5", "R10", "mAP", "mINP")
-"""The columns, in order, where any row has them."""
+"""The columns in percent, in order, where any row has them."""
+
+SKIPPED = "skipped_queries"
+"""The last column, a count (``skipped`` in the table), where any row has it."""
+
+CHANCE = "chance"
+CHANCE_METHOD = "chance (random ranking)"
+UNITS = "R1 to mINP in % of the scored queries; skipped: queries without a true match, not scored"
 
 METHOD_NAMES = {
     "clip_reid": "CLIP-ReID",
@@ -70,27 +82,24 @@ class ComparisonTable:
 
     @property
     def columns(self) -> tuple[str, ...]:
-        """The metrics of :data:`METRICS` that some row has."""
-        return tuple(name for name in METRICS if any(name in row.metrics for row in self.rows))
+        """The metrics of :data:`METRICS` that some row has, then :data:`SKIPPED` if any has
+        it."""
+        names = (*METRICS, SKIPPED)
+        return tuple(name for name in names if any(name in row.metrics for row in self.rows))
 
     def __str__(self) -> str:
         return self.format("text")
 
     def cells(self) -> list[list[str]]:
-        """Every row's values in percent with one decimal (``-`` where a row lacks one)."""
-        return [
-            [
-                f"{100 * row.metrics[name]:.1f}" if name in row.metrics else "-"
-                for name in self.columns
-            ]
-            for row in self.rows
-        ]
+        """Every row's values in percent with one decimal, the skipped queries as a count
+        (``-`` where a row lacks one)."""
+        return [[_cell(row.metrics.get(name), name) for name in self.columns] for row in self.rows]
 
     def format(self, style: str = "text") -> str:
         """The table as aligned ``"text"``, a ``"markdown"`` table or ``"csv"``, in percent."""
         if style not in TABLE_STYLES:
             raise ValueError(f"style must be one of {TABLE_STYLES}, got {style!r}")
-        header = ["method", *self.columns]
+        header = ["method", *(("skipped" if c == SKIPPED else c) for c in self.columns)]
         rows = [[row.method, *cells] for row, cells in zip(self.rows, self.cells())]
         if style == "csv":
             buffer = io.StringIO()
@@ -100,10 +109,17 @@ class ComparisonTable:
             lines = [header, ["---", *("---:" for _ in self.columns)], *rows]
             return "\n".join("| " + " | ".join(line) + " |" for line in lines)
         width = max(len(line[0]) for line in [header, *rows]) + 2
-        return "\n".join(
+        aligned = [
             line[0].ljust(width) + "".join(f"{cell:>8}" for cell in line[1:])
             for line in [header, *rows]
-        )
+        ]
+        return "\n".join([*aligned, UNITS])
+
+
+def _cell(value: float | None, name: str) -> str:
+    if value is None:
+        return "-"
+    return str(int(value)) if name == SKIPPED else f"{100 * value:.1f}"
 
 
 TABLE_STYLES = ("text", "markdown", "csv")
@@ -147,7 +163,8 @@ def compare_reports(paths: Sequence[str | Path]) -> ComparisonTable:
     """
     if isinstance(paths, (str, Path)) or not paths:
         raise ValueError(f"paths must be a non-empty sequence of run folders, got {paths!r}")
-    rows = []
+    rows: list[ComparisonRow] = []
+    chances: list[ComparisonRow] = []
     for path in paths:
         report = read_report(path)
         file = Path(path) / REPORT_FILE if Path(path).is_dir() else Path(path)
@@ -160,7 +177,13 @@ def compare_reports(paths: Sequence[str | Path]) -> ComparisonTable:
                 }
                 method = METHOD_NAMES.get(key, key)
                 rows.append(ComparisonRow(method, key, file, metrics, _curve(report)))
-    if not rows:
+        chance = (report.get("data") or {}).get(CHANCE)
+        if _is_rank_result(chance):
+            chances.append(ComparisonRow(CHANCE_METHOD, CHANCE, file, dict(cast(Any, chance))))
+    for row in chances:  # one row for the runs evaluated on the same split
+        if all(row.metrics != other.metrics for other in rows if other.result == CHANCE):
+            rows.append(row)
+    if all(row.result == CHANCE for row in rows):
         raise ValueError(f"no report in {[str(p) for p in paths]} holds a rank result")
     counts = Counter(row.method for row in rows)
     rows = [
@@ -193,7 +216,7 @@ def plot_comparison(table: ComparisonTable, path: str | Path) -> Path:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    columns = table.columns
+    columns = [name for name in table.columns if name != SKIPPED]
     fig, (bars, curves) = plt.subplots(1, 2, figsize=(11, 4))
     width = 0.8 / max(len(table.rows), 1)
     positions = np.arange(len(columns))

@@ -464,6 +464,13 @@ class Runtime(Section):
         amp: mixed precision (autocast).
         overwrite: start afresh in a folder that holds another run, deleting that run's files;
             without it (and without ``resume``) such a folder is refused.
+        progress: draw progress bars (on rank 0, on a terminal; see
+            :func:`reidkit.engine.progress_bar`); ``TQDM_DISABLE=1`` turns them off too.
+        tensorboard: write the scalars for TensorBoard to ``<output_dir>/tensorboard`` when the
+            ``tensorboard`` package is installed.
+        sync_bn: under ``torchrun``, BatchNorm layers normalise with the statistics of the
+            global batch, gathered from every process (see
+            :func:`reidkit.distributed.convert_sync_batchnorm`), instead of each process's own.
     """
 
     output_dir: str = "runs/reidkit"
@@ -474,6 +481,9 @@ class Runtime(Section):
     eval_every: int = 0
     amp: bool = False
     overwrite: bool = False
+    progress: bool = True
+    tensorboard: bool = True
+    sync_bn: bool = False
 
     def check(self) -> None:
         for name in ("seed", "num_workers", "eval_every"):

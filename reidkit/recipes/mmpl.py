@@ -57,6 +57,7 @@ from reidkit.recipes.common import (
     class_text_features,
     clip_model_spec,
     fit_stage,
+    process_batch_size,
     prompt_stage_optimizer,
     run_image_stage,
     start_run,
@@ -260,7 +261,7 @@ class MMPLConfig(Section):
 
     Attributes:
         clip: the CLIP model and its input.
-        data: the data set and the ``P x K`` batches (per process).
+        data: the data set and the ``P x K`` batches (``batch_size`` over all processes).
         prompt: the prompt template of every level; its ``n_ctx`` is CLIP-ReID's single level
             (the baseline, and the one-level ablation :func:`without_hierarchy`).
         levels: the ``K`` levels' tokens and patches.
@@ -543,7 +544,7 @@ def train(config: MMPLConfig, runtime: Runtime) -> dict[str, Any]:
             visual, clip_model.visual.transformer.width, clip_model.visual.output_dim
         ).to(device)
 
-    run = start_run(NAME, config, runtime, STAGES)
+    run = start_run(NAME, config, runtime, STAGES, data)
     run.track("prompts", prompts)  # not the stage-1 module: it holds the text tower
     if hierarchical.agents is not None:
         run.track("agents", hierarchical.agents)
@@ -579,7 +580,12 @@ def train(config: MMPLConfig, runtime: Runtime) -> dict[str, Any]:
         )
         pids = torch.tensor([pid for _, pid, _ in data.dataset.train], device=device)
         batches = make_feature_loader(
-            maps, embeddings, pids, *attention, batch_size=config.data.batch_size, seed=runtime.seed
+            maps,
+            embeddings,
+            pids,
+            *attention,
+            batch_size=process_batch_size(config.data),
+            seed=runtime.seed,
         )
         stage1 = data_parallel(hierarchical)
 
@@ -588,11 +594,11 @@ def train(config: MMPLConfig, runtime: Runtime) -> dict[str, Any]:
             return cast(dict[str, Tensor], stage1(*batch))
 
         optimizer, scheduler = prompt_stage_optimizer(prompts.parameters(), config.prompt_stage)
-        optimizers: list[torch.optim.Optimizer] = [optimizer]
+        optimizers: dict[str, torch.optim.Optimizer] = {"prompts": optimizer}
         schedulers: list[Any] = [scheduler]
         if hierarchical.agents is not None:
             agent_optimizer = torch.optim.Adam(hierarchical.agents.parameters(), lr=config.agent.lr)
-            optimizers.append(agent_optimizer)
+            optimizers["agents"] = agent_optimizer
             # The agents learn for the first agent.epochs epochs, then stay fixed.
             schedulers.append(
                 torch.optim.lr_scheduler.MultiStepLR(

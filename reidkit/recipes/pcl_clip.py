@@ -40,7 +40,12 @@ from torch import Tensor, nn
 
 from reidkit import checks
 from reidkit.data import make_train_loader
-from reidkit.distributed import broadcast_object, data_parallel, is_main_process
+from reidkit.distributed import (
+    broadcast_object,
+    data_parallel,
+    is_main_process,
+    raise_on_every_rank,
+)
 from reidkit.engine import WarmupMultiStepLR, move_to_device, seed_everything
 from reidkit.engine.progress import LOGGER_NAME
 from reidkit.losses import PCLCLIPLoss
@@ -62,6 +67,7 @@ from reidkit.recipes.common import (
     check_run,
     clip_model_spec,
     fit_stage,
+    process_batch_size,
     rank_evaluation,
     start_run,
 )
@@ -371,22 +377,24 @@ class EpochBatches:
         if self.config.mode == "supervised":
             return pids
         labels = None
-        if is_main_process():
-            clustering = self.config.clustering
-            labels = cluster_pseudo_labels(
-                features,
-                eps=clustering.eps,
-                min_samples=clustering.min_samples,
-                k1=clustering.k1,
-                k2=clustering.k2,
-            ).cpu()
+        with raise_on_every_rank():  # an error of rank 0's clustering ends every rank
+            if is_main_process():
+                clustering = self.config.clustering
+                labels = cluster_pseudo_labels(
+                    features,
+                    eps=clustering.eps,
+                    min_samples=clustering.min_samples,
+                    k1=clustering.k1,
+                    k2=clustering.k2,
+                ).cpu()
         return cast(Tensor, broadcast_object(labels))
 
     def batch_shape(self, num_clusters: int) -> tuple[int, int, str]:
         """``(P x K, K, form)`` of the epoch's batches for ``num_clusters`` labelled
         identities: the configured batches (``"full"``), fewer identities with more images
         each (``"shrunk"``), or ``(0, 0, "skipped")`` (the last two logged)."""
-        batch_size, num_instances = self.config.data.batch_size, self.config.data.num_instances
+        batch_size = process_batch_size(self.config.data)
+        num_instances = self.config.data.num_instances
         per_process = num_clusters // self.world_size
         identities = batch_size // num_instances
         if per_process >= identities:
@@ -502,6 +510,7 @@ def train(config: PCLCLIPConfig, runtime: Runtime) -> dict[str, Any]:
     mode = config.mode
     check_run(NAME, config, runtime)
     context = begin(runtime)
+    process_batch_size(config.data)  # a global batch that does not split fails before the build
     device = context.device
     clip_model = build_clip(config.clip, device, frozen=False)  # weights before the data load
     data = build_clip_data(  # EpochBatches builds each epoch's train loader
@@ -516,7 +525,7 @@ def train(config: PCLCLIPConfig, runtime: Runtime) -> dict[str, Any]:
                 neck.classifier.requires_grad_(False)
         freeze_patch_projection(model)  # the divergence fix of sec. 4.2
 
-    run = start_run(NAME, config, runtime, [mode])
+    run = start_run(NAME, config, runtime, [mode], data)
     run.track("model", model)
     spec = clip_model_spec(
         "pcl_clip",

@@ -44,7 +44,13 @@ from reidkit.data import (
     build_train_transforms,
 )
 from reidkit.data.text_loaders import ImageTextDataset, count_truncated, make_image_text_loader
-from reidkit.distributed import broadcast_object, data_parallel, get_world_size, is_main_process
+from reidkit.distributed import (
+    broadcast_object,
+    data_parallel,
+    get_world_size,
+    is_main_process,
+    raise_on_every_rank,
+)
 from reidkit.engine import (
     TrainingRun,
     WarmupCosineLR,
@@ -381,7 +387,10 @@ def record_initial_evaluation(
     trained weights."""
     results = run.report.data["results"]
     if name not in results:
-        metrics = evaluation_metrics(evaluate()) if is_main_process() else {}
+        metrics: dict[str, float] = {}
+        with raise_on_every_rank():  # an error of rank 0's evaluation ends every rank
+            if is_main_process():
+                metrics = evaluation_metrics(evaluate())
         run.report.set_result(name, broadcast_object(metrics))
         run.logger.info("%s (untrained) evaluation: %s", name, results[name])
     return dict(results[name])

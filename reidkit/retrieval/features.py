@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any, NamedTuple
+from collections.abc import Callable, Iterable, Sequence, Sized
+from typing import Any, NamedTuple, cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
+from torch.utils.data import DataLoader, SequentialSampler, Subset
+
+from reidkit.distributed import (
+    all_gather,
+    all_gather_object,
+    get_rank,
+    get_world_size,
+    raise_on_every_rank,
+)
+from reidkit.engine.progress import progress_bar
 
 
 class ExtractedFeatures(NamedTuple):
@@ -37,6 +46,7 @@ def extract_features(
     normalize: bool = False,
     desc: str = "Extracting features",
     progress: bool = True,
+    shard: bool = False,
 ) -> ExtractedFeatures:
     """Run ``model`` over ``loader`` in inference mode and collect features and labels.
 
@@ -53,11 +63,32 @@ def extract_features(
         flip: average with the horizontally flipped images.
         device: where to run ``model`` (default: the device of its first parameter, or CPU).
         normalize: L2-normalise the features.
-        desc: progress bar label; ``progress=False`` hides the bar.
+        desc: progress bar label; ``progress=False`` hides the bar (see
+            :func:`reidkit.engine.progress_bar` for when bars are drawn).
+        shard: under ``torchrun`` (a collective: every rank calls it), each rank runs
+            ``model`` over its own contiguous share of the data set of ``loader`` (a
+            ``DataLoader`` that reads it in order, :func:`shard_loader`), and the shares are
+            gathered once, in order: every rank returns the features of the whole loader. An
+            error on any rank is raised on every rank. Alone, it changes nothing.
 
     Returns:
         :class:`ExtractedFeatures` ``(features, pids, camids, paths)``.
     """
+    if shard and get_world_size() > 1:
+        with raise_on_every_rank():
+            share = extract_features(
+                model,
+                shard_loader(loader),
+                flip,
+                device,
+                normalize=normalize,
+                desc=desc,
+                progress=progress,
+            )
+        paths = [path for part in all_gather_object(share.paths) for path in part]
+        return ExtractedFeatures(
+            all_gather(share.features), all_gather(share.pids), all_gather(share.camids), paths
+        )
     if device is None:
         first = next(iter(model.parameters()), None) if isinstance(model, nn.Module) else None
         device = first.device if first is not None else torch.device("cpu")
@@ -66,7 +97,8 @@ def extract_features(
         model.eval()
     features, pids, camids, paths = [], [], [], []
     try:
-        for batch in tqdm(loader, desc=desc, disable=not progress, leave=False):
+        batches = progress_bar(loader, desc=desc) if progress else loader
+        for batch in batches:
             images, batch_pids, batch_camids, batch_paths = _unpack(batch)
             images = images.to(device)
             output = _embed(model, images)
@@ -84,6 +116,33 @@ def extract_features(
     if not features:
         raise ValueError("loader yielded no batches")
     return ExtractedFeatures(torch.cat(features), torch.cat(pids), torch.cat(camids), paths)
+
+
+def shard_loader(loader: Iterable[Sequence[Any]]) -> DataLoader[Any]:
+    """This rank's contiguous share of the data set that ``loader`` reads in order: rank ``r``
+    of ``W`` reads items ``[r N / W, (r + 1) N / W)`` with the loader's batch size, workers and
+    collation, so that the shares concatenated in rank order are the loader's items.
+
+    Raises:
+        TypeError: ``loader`` is not a ``DataLoader`` that reads its data set in order.
+        ValueError: the data set has fewer items than there are ranks.
+    """
+    if not isinstance(loader, DataLoader) or not isinstance(loader.sampler, SequentialSampler):
+        raise TypeError(
+            "loader must be a torch DataLoader that reads its data set in order (no sampler, "
+            f"no shuffling) to be sharded over the ranks, got {type(loader).__name__}"
+        )
+    size, world_size, rank = len(cast(Sized, loader.dataset)), get_world_size(), get_rank()
+    if size < world_size:
+        raise ValueError(f"the loader's {size} items cannot be shared by {world_size} ranks")
+    start, stop = rank * size // world_size, (rank + 1) * size // world_size
+    return DataLoader(
+        Subset(loader.dataset, range(start, stop)),
+        batch_size=loader.batch_size,
+        num_workers=loader.num_workers,
+        collate_fn=loader.collate_fn,
+        pin_memory=loader.pin_memory,
+    )
 
 
 def _unpack(batch: Sequence[Any]) -> tuple[Tensor, object, object, list[str] | None]:

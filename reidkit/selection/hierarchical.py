@@ -67,7 +67,7 @@ class HierarchicalPromptLearning(nn.Module):
         patch map ``(B, h, w, E)``, global features ``(B, E)``, identities ``(B,)`` and, for
         the attention selection, class-token attention ``(B, h, w, 1)``. Returns a dict of
         scalars: ``loss`` (eq. 20 plus the agents' losses), ``stage1`` (eq. 20),
-        ``contrastive``, with alignment ``otce``, with agents and without alignment
+        ``contrastive``, with alignment ``ot_alignment``, with agents and without alignment
         ``selection`` (``L_sel``), with agents ``agent`` and ``reward``.
     """
 
@@ -151,8 +151,8 @@ class HierarchicalPromptLearning(nn.Module):
                 :attr:`needs_attention`.
 
         Returns:
-            Scalars ``loss``, ``stage1``, ``contrastive`` and, as configured, ``otce``,
-            ``agent`` and ``reward`` (detached).
+            Scalars ``loss``, ``stage1``, ``contrastive`` and, as configured,
+            ``ot_alignment`` (``L_otce``), ``agent`` and ``reward`` (detached).
         """
         if self.needs_attention and attention is None:
             raise ValueError("attention (B, h, w, 1) is required to select patches without agents")
@@ -182,7 +182,7 @@ class HierarchicalPromptLearning(nn.Module):
         stage1 = stage1_objective(contrastive, patch_terms or None, self.alpha, self.beta)
         metrics = {"stage1": stage1, "contrastive": torch.stack(contrastive).sum()}
         if patch_terms:
-            name = "otce" if self.alignment is not None else "selection"
+            name = "ot_alignment" if self.alignment is not None else "selection"
             metrics[name] = torch.stack(patch_terms).sum()
         loss = stage1
         if agent_losses:

@@ -65,7 +65,16 @@ def test_evaluation_metrics_from_a_mapping_or_a_rank_result() -> None:
     ids = [np.array(values) for values in ([1, 2], [1, 2, 2], [0, 0], [1, 1, 1])]
     result = evaluate_rank(distances, *ids, max_rank=3)
     metrics = evaluation_metrics(result)
-    assert metrics == {"mAP": result.mAP, "mINP": result.mINP, "R1": result.rank(1)}
+    assert metrics == {
+        "mAP": result.mAP,
+        "mINP": result.mINP,
+        "R1": result.rank(1),
+        "skipped_queries": 0,
+    }
+    assert isinstance(metrics["skipped_queries"], int)
+    # the second query's only match shares its camera: junk, so the query is skipped
+    skipped = evaluate_rank(distances, [1, 2], [1, 2, 0], [0, 0], [1, 0, 1], max_rank=3)
+    assert evaluation_metrics(skipped)["skipped_queries"] == 1
     assert evaluation_metrics({"acc": torch.tensor(0.5)}) == {"acc": 0.5}
     with pytest.raises(ValueError, match="evaluate must return"):
         evaluation_metrics(0.5)

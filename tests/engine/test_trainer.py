@@ -29,6 +29,8 @@ def test_every_optimiser_steps_on_the_shared_loss() -> None:
     trainer.optimize(2 * a.sum() + 4 * b.sum())
     assert a.item() == pytest.approx(0.0) and b.item() == pytest.approx(0.0)
     assert trainer.learning_rates() == {"lr": 0.5, "lr_1": 0.25}
+    named = Trainer({"prompts": trainer.optimizers[0], "agents": trainer.optimizers[1]})
+    assert named.learning_rates() == {"lr_prompts": 0.5, "lr_agents": 0.25}
 
 
 def test_run_epoch_averages_what_the_step_reports() -> None:

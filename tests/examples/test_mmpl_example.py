@@ -46,7 +46,7 @@ def test_tiny_preset_runs_baseline_and_mmpl_and_resumes(tmp_path: Path) -> None:
     stages = report["stages"]
     assert [e["epoch"] for e in stages["prompts"]["epochs"]] == [1, 2, 3]
     assert [e["epoch"] for e in stages["image_encoder"]["evaluations"]] == [3, 6]
-    for name in ("loss", "otce", "agent", "contrastive"):
+    for name in ("loss", "ot_alignment", "agent", "contrastive"):
         assert all(np.isfinite(e[name]) for e in stages["prompts"]["epochs"]), name
     assert all(np.isfinite(e["transformation"]) for e in stages["image_encoder"]["epochs"])
     diagnostics = report["results"]["stage1_diagnostics"]
@@ -114,6 +114,6 @@ def test_ablation_without_agent_and_cpl_runs(tmp_path: Path) -> None:
     ]
     assert experiment["levels"]["n_ctx"] == [4, 6]
     epochs = report["stages"]["prompts"]["epochs"]
-    assert "agent" not in epochs[0] and np.isfinite(epochs[-1]["otce"])
+    assert "agent" not in epochs[0] and np.isfinite(epochs[-1]["ot_alignment"])
     assert "transformation" not in report["stages"]["image_encoder"]["epochs"][0]
     assert not (output / "clip_reid").exists() and "CLIP-ReID" not in completed.stdout

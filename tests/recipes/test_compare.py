@@ -106,3 +106,38 @@ def test_the_command_prints_the_table(tmp_path: Path, capsys: pytest.CaptureFixt
     assert (tmp_path / "c.png").is_file()
     assert main(["compare", str(tmp_path / "missing")]) == 1
     assert "no report at" in capsys.readouterr().err
+
+
+def test_the_chance_level_of_a_split_is_one_row_with_units_and_skipped_queries(
+    tmp_path: Path,
+) -> None:
+    chance = {**_metrics(0.02, 0.01), "skipped_queries": 3}
+    folders = []
+    for name, mean_ap in (("a", 0.2), ("b", 0.3)):
+        folder = _write_report(
+            tmp_path / name, {"clip_reid": {**_metrics(0.1, mean_ap), "skipped_queries": 3}}
+        )
+        report = json.loads((folder / "report.json").read_text())
+        report["data"] = {"name": "synthetic", "splits": {}, "chance": chance}
+        (folder / "report.json").write_text(json.dumps(report))
+        folders.append(folder)
+    table = compare_reports(folders)
+    assert [row.method for row in table.rows] == [
+        "CLIP-ReID (a)",
+        "CLIP-ReID (b)",
+        "chance (random ranking)",
+    ]
+    lines = str(table).splitlines()
+    assert lines[0].split() == ["method", "R1", "R5", "R10", "mAP", "mINP", "skipped"]
+    assert lines[3].split() == [
+        "chance",
+        "(random",
+        "ranking)",
+        "2.0",
+        "50.0",
+        "75.0",
+        "1.0",
+        "0.5",
+        "3",
+    ]
+    assert "in %" in lines[-1] and "skipped" in lines[-1]

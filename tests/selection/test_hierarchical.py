@@ -60,7 +60,7 @@ def test_attention_selection_equals_eq_20_computed_from_the_parts(parts) -> None
         expected = expected + (1.0, 0.5)[k] * contrastive + 0.2 * otce
     torch.testing.assert_close(output["loss"], expected)
     torch.testing.assert_close(output["stage1"], expected)
-    assert set(output) == {"loss", "stage1", "contrastive", "otce"}
+    assert set(output) == {"loss", "stage1", "contrastive", "ot_alignment"}
 
     output["loss"].backward()
     for level in prompts.levels:
