@@ -73,17 +73,17 @@ standard errors of the difference."""
 # The study sizes: overrides of the tiny presets, by section (``""``: the configuration itself).
 FULL_SIZES: dict[str, dict[str, dict[str, Any]]] = {
     "clip_reid": {
-        "prompt_stage": {"epochs": 8},
-        "image_stage": {"epochs": 10, "milestones": (8,)},
+        "prompt_stage": {"epochs": 6},
+        "image_stage": {"epochs": 8, "milestones": (6,)},
     },
     "mmpl": {
         "": {"compare_baseline": False},
-        "prompt_stage": {"epochs": 8},
-        "agent": {"epochs": 5},
-        "image_stage": {"epochs": 10, "milestones": (8,)},
+        "prompt_stage": {"epochs": 6},
+        "agent": {"epochs": 4},
+        "image_stage": {"epochs": 8, "milestones": (6,)},
     },
-    "aaformer": {"optimizer": {"epochs": 10}, "": {"part_maps": 0}},
-    "pcl_clip": {"optimizer": {"epochs": 8, "milestones": (6,)}},
+    "aaformer": {"optimizer": {"epochs": 8}, "": {"part_maps": 0}},
+    "pcl_clip": {"optimizer": {"epochs": 6, "milestones": (4,)}},
 }
 QUICK_SIZES: dict[str, dict[str, dict[str, Any]]] = {
     "clip_reid": {
