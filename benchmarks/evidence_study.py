@@ -66,6 +66,10 @@ DATASET = "synthetic_local_cues"
 SEEDS = (0, 1, 2)
 PROBE_FILE = "evidence_probes.json"
 CHANCE_DRAWS = 200
+MMPL_DIAGNOSTICS = "stage1_diagnostics"
+PCL_PSEUDO_LABELS = "pseudo_labels"
+"""Where the reports keep MMPL's stage-1 diagnostics and PCL-CLIP's clusterings, when they do;
+without them the probes below measure the same quantities during training."""
 NOISE_FACTOR = 2.0
 """An effect counts as beyond seed noise when the difference of the means exceeds this many
 standard errors of the difference."""
@@ -269,8 +273,9 @@ def record_agent_overlap(records: dict[str, list[float]]) -> Iterator[None]:
     original = InformationSelectorAgent.forward
     levels: dict[int, int] = {}
 
-    def forward(self: Any, features: torch.Tensor, scores: torch.Tensor | None = None) -> Any:
-        output = original(self, features, scores)
+    def forward(self: Any, features: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        output = original(self, features, *args, **kwargs)
+        scores = args[0] if args else kwargs.get("scores")
         if self.training and scores is not None:
             level = levels.setdefault(id(self), len(levels))
             best = top_indices(scores.detach(), self.num_selected)
@@ -290,10 +295,13 @@ def record_agent_overlap(records: dict[str, list[float]]) -> Iterator[None]:
 def record_pseudo_label_ari(records: list[dict[str, float]]) -> Iterator[None]:
     """Record, after every clustering of unsupervised PCL-CLIP, the adjusted Rand index of its
     pseudo labels against the true identities (outliers counted as clusters of their own) and
-    the fraction of outliers."""
+    the number of outliers and clusters."""
     from sklearn.metrics import adjusted_rand_score
 
-    original = pcl_clip.EpochBatches.pseudo_labels
+    original = getattr(pcl_clip.EpochBatches, "pseudo_labels", None)
+    if original is None:  # the recipe labels elsewhere (and reports the index itself)
+        yield
+        return
 
     def pseudo_labels(self: Any, features: torch.Tensor, pids: torch.Tensor) -> torch.Tensor:
         labels = original(self, features, pids)
@@ -305,7 +313,7 @@ def record_pseudo_label_ari(records: list[dict[str, float]]) -> Iterator[None]:
                 {
                     "epoch": self.epoch + 1,
                     "ari": float(adjusted_rand_score(pids.cpu().numpy(), values)),
-                    "outliers": float(outliers.mean()),
+                    "outliers": int(outliers.sum()),
                     "clusters": len(set(labels[labels >= 0].tolist())),
                 }
             )
@@ -327,10 +335,20 @@ def mmpl_diagnostics(
     The OT loss ``L_otce`` is a cross-entropy over the ``L`` identities summed over the ``K``
     levels: a model that cannot tell the identities apart scores ``K ln L``. A random selection
     of ``M`` of ``M_c`` patches overlaps the best one by ``M / M_c`` on average. The overlap is
-    the mean over the batches of the last stage-1 epoch.
+    the mean over the batches of the last stage-1 epoch. When the report holds the recipe's own
+    measurement (``results["stage1_diagnostics"]``), that is used instead.
     """
     levels = config.levels
-    out: dict[str, Any] = {}
+    reported = report["results"].get(MMPL_DIAGNOSTICS)
+    if reported is not None:  # the recipe's own measurement, over the whole train split
+        out: dict[str, Any] = {}
+        if "otce" in reported:
+            out["ot_loss"], out["ot_loss_chance"] = reported["otce"], reported["otce_chance"]
+        if all("overlap" in level for level in reported["levels"]):
+            out["agent_overlap"] = [level["overlap"] for level in reported["levels"]]
+            out["agent_overlap_random"] = [level["random_overlap"] for level in reported["levels"]]
+        return out
+    out = {}
     epochs = report["stages"]["prompts"]["epochs"]
     if config.alignment.enabled and epochs and "otce" in epochs[-1]:
         out["ot_loss"] = float(epochs[-1]["otce"])
@@ -396,7 +414,18 @@ def train_variant(
     }
     if variant.recipe == "mmpl":
         run.update(mmpl_diagnostics(report, probes, config, num_classes))
-    if probes.get("pseudo_label_ari"):
+    reported = report["results"].get(PCL_PSEUDO_LABELS)
+    if reported is not None:  # the recipe's own record of every clustering
+        run["pseudo_label_ari"] = [
+            {
+                "epoch": entry["epoch"],
+                "ari": entry["adjusted_rand_index"],
+                "clusters": entry["clusters"],
+                "outliers": entry["outliers"],
+            }
+            for entry in reported["epochs"]
+        ]
+    elif probes.get("pseudo_label_ari"):
         run["pseudo_label_ari"] = probes["pseudo_label_ari"]
     return run
 

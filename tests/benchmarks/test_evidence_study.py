@@ -117,3 +117,27 @@ def test_quick_study_trains_and_records_the_diagnostics(study: ModuleType, tmp_p
     study.main(["--quick", "--variants", "mmpl", *_dirs(tmp_path), "--name", "again"])
     again = json.loads((tmp_path / "again.json").read_text())
     assert again["variants"]["mmpl"]["runs"] == mmpl["runs"]
+
+
+def test_mmpl_diagnostics_prefer_the_recipes_own_measurement(study: ModuleType) -> None:
+    from reidkit.recipes import mmpl
+
+    config = mmpl.PRESETS["tiny"]
+    report = {
+        "stages": {"prompts": {"epochs": [{"otce": 10.0}, {"otce": 9.0}]}},
+        "results": {},
+    }
+    probes = {"agent_overlap": {f"level_{k}": [0.0, 0.0, 1.0, 1.0] for k in range(3)}}
+    measured = study.mmpl_diagnostics(report, probes, config, 32)
+    assert measured["ot_loss"] == 9.0 and measured["ot_loss_chance"] == 3 * math.log(32)
+    assert measured["agent_overlap"] == [1.0, 1.0, 1.0]  # the last of two epochs
+    assert measured["agent_overlap_random"] == [3 / 4, 10 / 16, 20 / 32]
+    levels = [{"otce": 3.0, "otce_chance": 3.4, "overlap": 0.8, "random_overlap": 0.75}] * 3
+    report["results"]["stage1_diagnostics"] = {"levels": levels, "otce": 9.5, "otce_chance": 10.2}
+    reported = study.mmpl_diagnostics(report, probes, config, 32)
+    assert reported == {
+        "ot_loss": 9.5,
+        "ot_loss_chance": 10.2,
+        "agent_overlap": [0.8] * 3,
+        "agent_overlap_random": [0.75] * 3,
+    }
