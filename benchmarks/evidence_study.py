@@ -228,8 +228,8 @@ def unavailable(variant: Variant) -> str | None:
         choice = variant.name.removeprefix("aaformer_")
         if choice not in aaformer.ASSIGNMENTS:
             return (
-                f"AAformer offers the assignments {aaformer.ASSIGNMENTS}, not {choice!r}: this "
-                "reidkit has no fixed-partition baseline yet"
+                f"AAformer offers the assignments {aaformer.ASSIGNMENTS}, not {choice!r}, in "
+                "this version of reidkit"
             )
     return None
 
