@@ -184,8 +184,12 @@ def draw(
                 axis.set_title(title, fontsize=8)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
+    figure.savefig(path, dpi=80)
     plt.close(figure)
+    from PIL import Image
+
+    # A palette of 256 colours keeps the noisy textures of the built-in data small on disk.
+    Image.open(path).convert("RGB").quantize(256).save(path, optimize=True)
     return path
 
 
@@ -196,7 +200,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
         "--baseline", type=Path, help="its CLIP-ReID run (default: <mmpl>/clip_reid)"
     )
     parser.add_argument("--runs-dir", type=Path, default=Path("runs/cam_figure"))
-    parser.add_argument("--images", type=int, default=6)
+    parser.add_argument("--images", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", type=Path, default=RESULTS_DIR / "mmpl_cam.png")
     args = parser.parse_args(argv)
