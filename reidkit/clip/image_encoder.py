@@ -2,8 +2,9 @@
 
 Besides the projected global feature ``V = I(I)`` (MMPL eq. 1) that ``encode_image`` returns,
 person ReID uses the class token before the projection (for BNNeck and ID heads), the patch
-tokens as a spatial map (for part and patch-level alignment), intermediate layers and the
-class token's attention to the patches in the last block (MMPL's agent-free patch ranking).
+tokens as a spatial map (for part and patch-level alignment), intermediate layers, the
+class token's attention to the patches in the last block (MMPL's agent-free patch ranking) and
+every block's attention (the input of :func:`reidkit.explain.attention_rollout`).
 Visual prompts ``P_v`` (MMPL eq. 21) are extra tokens that join the sequence
 ``[CLS, patches, prompts]`` before ``ln_pre`` and take part in every attention layer.
 """
@@ -153,6 +154,38 @@ class CLIPImageEncoder(nn.Module):
         block_input = features.layers[self.return_layers.index(before_last)]
         return class_token_attention(blocks[-1], block_input, tuple(self.visual.grid_size))
 
+    def attention_weights(
+        self, images: Tensor, prompts: Tensor | None = None
+    ) -> tuple[Tensor, ...]:
+        """Every block's head-averaged attention for a batch of images.
+
+        Args:
+            images: ``(B, C, H, W)`` as :meth:`forward` takes them.
+            prompts: ``(B, K, width)`` visual prompt tokens, or ``None``.
+
+        Returns:
+            One ``(B, N, N)`` tensor per block, ``N = 1 + h * w + K`` tokens in the order
+            ``[CLS, patches, prompts]``; row ``i`` is token ``i``'s attention over all tokens
+            (it sums to 1).
+        """
+        transformer = self.visual.transformer
+        sequence_first = not getattr(transformer, "batch_first", False)
+        inputs: list[Tensor] = []
+
+        def keep_input(block: nn.Module, args: tuple[Tensor, ...]) -> None:
+            inputs.append(args[0].transpose(0, 1) if sequence_first else args[0])
+
+        handles = [block.register_forward_pre_hook(keep_input) for block in transformer.resblocks]
+        try:
+            self(images, prompts)
+        finally:
+            for handle in handles:
+                handle.remove()
+        blocks = transformer.resblocks
+        return tuple(
+            block_attention(block, tokens, tokens) for block, tokens in zip(blocks, inputs)
+        )
+
     def _project(self, features: Tensor) -> Tensor:
         projection = self.visual.proj
         return features if projection is None else features @ projection
@@ -176,12 +209,31 @@ def class_token_attention(block: nn.Module, tokens: Tensor, map_size: tuple[int,
         raise ValueError(
             f"tokens must have shape (B, >= {1 + height * width}, width), got {tuple(tokens.shape)}"
         )
-    attention = cast(nn.MultiheadAttention, block.attn)
-    normed: Tensor = cast(nn.Module, block.ln_1)(tokens)
-    if not attention.batch_first:
-        normed = normed.transpose(0, 1)
-    query = normed[:1] if not attention.batch_first else normed[:, :1]
-    weights: Tensor
-    _, weights = attention(query, normed, normed, need_weights=True, average_attn_weights=True)
+    weights = block_attention(block, tokens[:, :1], tokens)
     patch_weights = weights[:, 0, 1 : 1 + height * width]
     return patch_weights.reshape(tokens.shape[0], height, width, 1)
+
+
+def block_attention(block: nn.Module, queries: Tensor, tokens: Tensor) -> Tensor:
+    """Head-averaged attention of ``queries`` over ``tokens`` in ``block``.
+
+    Args:
+        block: an open_clip ``ResidualAttentionBlock`` (with ``ln_1`` and an
+            ``nn.MultiheadAttention`` ``attn``), batch first or sequence first.
+        queries: ``(B, Q, width)`` tokens of the block's input that attend, batch first.
+        tokens: ``(B, N, width)`` the block's input, batch first.
+
+    Returns:
+        ``(B, Q, N)`` softmax weights averaged over the heads (each row sums to 1).
+    """
+    attention = cast(nn.MultiheadAttention, block.attn)
+    norm = cast(nn.Module, block.ln_1)
+    normed_queries: Tensor = norm(queries)
+    normed: Tensor = norm(tokens)
+    if not attention.batch_first:
+        normed_queries, normed = normed_queries.transpose(0, 1), normed.transpose(0, 1)
+    weights: Tensor
+    _, weights = attention(
+        normed_queries, normed, normed, need_weights=True, average_attn_weights=True
+    )
+    return weights
