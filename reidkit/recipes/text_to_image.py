@@ -61,6 +61,7 @@ from reidkit.engine import (
 )
 from reidkit.engine.progress import LOGGER_NAME
 from reidkit.eval import RankResult, evaluate_t2i_model
+from reidkit.eval.chance import chance_rank_result
 from reidkit.losses import UniPTFinetuningLoss
 from reidkit.losses.ranking import NEGATIVE_RULES
 from reidkit.models import TextToImageModel, VALPATModel
@@ -353,6 +354,27 @@ def split_batch(batch_size: int, name: str) -> int:
             f"{name} ({batch_size}) must be a multiple of the {get_world_size()} processes"
         )
     return share
+
+
+def describe_text_data(run: TrainingRun, name: str, data: TextData) -> None:
+    """Log and record the splits of ``data`` (identities, images and captions) and the chance
+    level of its text-to-image evaluation: every caption ranks the test gallery at random
+    (:func:`reidkit.eval.chance_rank_result` without cameras: ``m`` matching images among
+    ``n``)."""
+    splits: dict[str, dict[str, int]] = {}
+    for split in ("train", "val", "test"):
+        records: list[CaptionedImage] = getattr(data.dataset, split)
+        if records:
+            splits[split] = {
+                "identities": len({record.pid for record in records}),
+                "images": len(records),
+                "captions": sum(len(record.captions) for record in records),
+            }
+    chance = chance_rank_result(
+        [query.pid for query in data.protocol.queries],
+        [pid for _, pid, _ in data.protocol.gallery],
+    )
+    run.describe_data(name, splits, chance)
 
 
 def t2i_evaluation(

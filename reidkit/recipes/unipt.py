@@ -76,6 +76,7 @@ from reidkit.recipes.text_to_image import (
     build_text_data,
     check_pretraining_epochs,
     check_text_data,
+    describe_text_data,
     read_pretraining_data,
     record_initial_evaluation,
     run_finetune_stage,
@@ -245,6 +246,7 @@ def train(config: UniPTConfig, runtime: Runtime) -> dict[str, Any]:
     model = nn.ModuleDict({"pretraining": objective, "finetuning": finetuning}).to(device)
 
     run = start_run(NAME, config, runtime, STAGES)
+    describe_text_data(run, config.data.dataset, data)
     spec = text_model_spec(
         NAME,
         NAME,

@@ -16,7 +16,9 @@ from reidkit.recipes.text_to_image import (
     TINY_TEXT_CLIP,
     FinetuneStageConfig,
     PseudoTextConfig,
+    TextData,
     build_text_clip,
+    describe_text_data,
     read_pretraining_data,
 )
 
@@ -129,3 +131,28 @@ def test_synthetic_pretraining_data_are_other_pedestrians_with_noisy_labels(tmp_
     # with every attribute corrupted, no image keeps its identity's true labels
     truth = SyntheticCaptionedReID(seed=3, num_train_ids=2, corruption_probability=1.0)
     assert not np.any(np.all(truth.attribute_labels("train") == data.attribute_labels, axis=1))
+
+
+def test_the_data_summary_counts_the_splits_and_the_chance_of_a_random_ranking(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setenv("REIDKIT_CACHE", str(tmp_path))
+    dataset = SyntheticCaptionedReID(seed=1, num_train_ids=4, num_test_ids=3)
+    protocol = dataset.protocol("test")
+    data = TextData(dataset, None, None, None, None, protocol)
+    recorded = {}
+
+    class Run:
+        def describe_data(self, name, splits, chance):
+            recorded.update(name=name, splits=splits, chance=chance)
+
+    describe_text_data(Run(), "synthetic_captions", data)
+    test = recorded["splits"]["test"]
+    assert test["images"] == len(dataset.test) == len(protocol.gallery)
+    assert test["captions"] == len(protocol.queries)
+    assert test["identities"] == len({record.pid for record in dataset.test}) == 3
+    assert recorded["splits"]["train"]["identities"] == 4
+    # a random ranking puts a match first with probability m / n for each caption
+    gallery = [pid for _, pid, _ in protocol.gallery]
+    expected_r1 = np.mean([gallery.count(query.pid) / len(gallery) for query in protocol.queries])
+    assert recorded["chance"].cmc[0] == pytest.approx(expected_r1, rel=1e-9)
