@@ -64,8 +64,12 @@ GRADIENT_CHUNK_ENTRIES = 1 << 26
 
 
 def padded_block(size: int, minimum: int = 1) -> int:
-    """The block a kernel uses for a side of ``size``: a power of two, at least ``minimum``."""
-    return max(minimum, 1 << (size - 1).bit_length())
+    """The block a kernel uses for a side of ``size``: a power of two, at least ``minimum``.
+
+    ``size`` may be a traced size (a 0-d tensor under ``torch.jit.trace``): it is read as an
+    ``int``.
+    """
+    return max(minimum, 1 << (int(size) - 1).bit_length())
 
 
 def _warps_for(tile: int, entries: int = TILE_ENTRIES_PER_THREAD) -> int:

@@ -66,6 +66,9 @@ def transport_cost(plan: Tensor, cost: Tensor) -> Tensor:
         plan: ``(B, M, N)``.
         cost: ``(B, M, N)`` of the dtype of ``plan``.
     """
+    # An export: a graph of tensor operations (an autograd Function does not trace).
+    if torch.jit.is_tracing():  # type: ignore[attr-defined,no-untyped-call]  # not in the stubs
+        return (plan * cost).sum(dim=(1, 2))
     distance: Tensor = _TransportCost.apply(plan, cost)
     return distance
 

@@ -108,7 +108,8 @@ def test_quick_study_trains_and_records_the_diagnostics(study: ModuleType, tmp_p
     study.main(["--quick", "--variants", *variants, *_dirs(tmp_path)])
     result = json.loads((tmp_path / "evidence_quick.json").read_text())
     mmpl = result["variants"]["mmpl"]
-    assert mmpl["ot_loss_chance"]["mean"] == pytest.approx(3 * math.log(32))
+    # K times the labels' entropy: ln 32 per level for balanced identities, less otherwise
+    assert 0.95 * 3 * math.log(32) <= mmpl["ot_loss_chance"]["mean"] <= 3 * math.log(32) + 1e-9
     assert mmpl["agent_overlap_random"] == pytest.approx([3 / 4, 10 / 16, 20 / 32])
     assert all(0 <= value <= 1 for value in mmpl["agent_overlap"])
     ari = result["variants"]["pcl_clip_unsupervised"]["pseudo_label_ari"]

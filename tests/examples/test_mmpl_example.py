@@ -38,8 +38,11 @@ def test_tiny_preset_runs_baseline_and_mmpl_and_resumes(tmp_path: Path) -> None:
     ]
     completed = _run(arguments, cache)
     assert completed.returncode == 0, completed.stderr[-4000:]
-    table = [line.split() for line in completed.stdout.splitlines()[-3:]]
-    assert [row[0] for row in table] == ["method", "CLIP-ReID", "MMPL"]
+    lines = completed.stdout.splitlines()
+    start = max(i for i, line in enumerate(lines) if line.split()[:1] == ["method"])
+    # the final table: the two methods, the chance row and the units line
+    table = [line.split() for line in lines[start:]]
+    assert [row[0] for row in table] == ["method", "CLIP-ReID", "MMPL", "chance", "R1"]
 
     report = json.loads((output / "report.json").read_text())
     baseline_report = json.loads((output / "clip_reid" / "report.json").read_text())

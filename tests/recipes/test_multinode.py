@@ -21,9 +21,6 @@ from tests.engine.helpers import assert_same, report_metrics
 
 TIMEOUT = 1200
 ROOT = Path(__file__).resolve().parents[2]
-TEXT_TO_IMAGE = ("unipt", "valpat")
-"""Trained through ``recipe.train`` (:mod:`tests.recipes.multinode_train`), the others through
-``reidkit train``."""
 
 
 def _free_port() -> int:
@@ -34,8 +31,6 @@ def _free_port() -> int:
 
 def _train_arguments(name: str, output: Path) -> list[str]:
     """One epoch per stage of the tiny preset, no warm-up (it must be shorter than a stage)."""
-    if name in TEXT_TO_IMAGE:
-        return ["-m", "tests.recipes.multinode_train", name, str(output)]
     recipe = get_recipe(name)
     config = recipe.presets["tiny"]
     overrides = []
