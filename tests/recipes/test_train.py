@@ -18,7 +18,8 @@ def test_mmpl_with_its_baseline_in_one_process(tmp_path: Path) -> None:
     runtime = Runtime(output_dir=str(tmp_path / "mmpl"), device="cpu", num_workers=0)
     results = mmpl.train(config, runtime)
     report = json.loads((tmp_path / "mmpl" / "report.json").read_text())
-    assert report["results"] == results and set(results) == {"mmpl"}
+    assert set(results) == {"mmpl"} and report["results"]["mmpl"] == results["mmpl"]
+    assert set(report["results"]) == {"mmpl", "stage1_diagnostics"}  # also in the report
 
     # The baseline run, trained first in the same process, is the run clip_reid.train gives
     # alone: nothing of one run leaks into the next.
@@ -31,5 +32,5 @@ def test_mmpl_with_its_baseline_in_one_process(tmp_path: Path) -> None:
     assert baseline["config"]["experiment"]["image_stage"]["epochs"] == 1
 
     table = compare_reports([tmp_path / "mmpl" / "clip_reid", tmp_path / "mmpl"])
-    assert [row.method for row in table.rows] == ["CLIP-ReID", "MMPL"]
+    assert [row.method for row in table.rows] == ["CLIP-ReID", "MMPL", "chance (random ranking)"]
     assert table.rows[1].metrics == results["mmpl"]
