@@ -11,12 +11,14 @@ at the step of the epoch within its stage. View them with ``tensorboard --logdir
 from __future__ import annotations
 
 import importlib.util
+import logging
 import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from reidkit.distributed import is_main_process
+from reidkit.engine.progress import LOGGER_NAME
 
 TENSORBOARD_FOLDER = "tensorboard"
 
@@ -32,7 +34,7 @@ class ScalarLog:
     Args:
         output_dir: the run folder.
         enabled: ``False`` writes nothing; so does a rank other than 0, or a Python without
-            the ``tensorboard`` package.
+            the ``tensorboard`` package (which says so in one log line).
 
     Attributes:
         folder: where the event files go, or ``None`` when nothing is written.
@@ -41,7 +43,12 @@ class ScalarLog:
     def __init__(self, output_dir: str | Path, *, enabled: bool = True) -> None:
         self._writer: Any = None
         self.folder: Path | None = None
-        if enabled and is_main_process() and tensorboard_available():
+        if enabled and is_main_process() and not tensorboard_available():
+            logging.getLogger(LOGGER_NAME).info(
+                "TensorBoard: not installed (pip install 'reidkit[tensorboard]', or pass "
+                "--no-tensorboard); the scalars go to train.log and report.json only"
+            )
+        elif enabled and is_main_process():
             from torch.utils.tensorboard import SummaryWriter
 
             self.folder = Path(output_dir) / TENSORBOARD_FOLDER

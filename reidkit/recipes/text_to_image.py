@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.utils.data import DataLoader
 
 from reidkit import checks
 from reidkit.clip import load_clip
@@ -54,6 +55,7 @@ from reidkit.distributed import (
 from reidkit.engine import (
     TrainingRun,
     WarmupCosineLR,
+    WarmupLinearLR,
     atomic_torch_save,
     evaluation_metrics,
     module_parameter_groups,
@@ -78,6 +80,7 @@ from reidkit.recipes.config import (
     positive_numbers,
 )
 
+PRETRAIN_STAGE = "pretrain"
 FINETUNE_STAGE = "finetune"
 INITIAL_RESULT = "initial"
 PRETRAINED_CLIP_FILE = "pretrained_clip.pt"
@@ -428,6 +431,64 @@ def save_pretrained_clip(clip_model: nn.Module, output_dir: Path) -> Path:
     return path
 
 
+def make_text_loader(
+    dataset: ImageTextDataset,
+    batch_size: int,
+    field: str,
+    runtime: Runtime,
+    device: torch.device,
+) -> DataLoader[dict[str, Any]]:
+    """This process's shuffling loader of ``dataset``: the global batch ``batch_size`` (the
+    configuration's ``field``, named by the error when it does not split) over the processes."""
+    return make_image_text_loader(
+        dataset,
+        split_batch(batch_size, field),
+        seed=runtime.seed,
+        num_workers=runtime.num_workers,
+        pin_memory=device.type == "cuda",
+    )
+
+
+def fit_pretraining(
+    run: TrainingRun,
+    objective: nn.Module,
+    loader: DataLoader[dict[str, Any]],
+    step: Callable[[Mapping[str, Any]], dict[str, Tensor]],
+    stage: Any,
+    *,
+    runtime: Runtime,
+    device: torch.device,
+    evaluate: Callable[[], Any],
+    lr_factor: float | None = None,
+) -> dict[str, float]:
+    """Stage ``"pretrain"`` of UniPT and VAL-PAT: AdamW on ``objective``'s trainable
+    parameters at ``stage.lr`` (``stage.weight_decay``), a linear warm-up over
+    ``stage.warmup_epochs`` of ``stage.epochs`` and a linear decay, per step
+    (:class:`~reidkit.engine.WarmupLinearLR`: from 1 % of the rate to 0, or from and to
+    ``lr_factor`` times it); the metrics of ``evaluate``."""
+    parameters = [p for p in objective.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(parameters, lr=stage.lr, weight_decay=stage.weight_decay)
+    total, warmup = WarmupLinearLR.steps_for(
+        stage.epochs, len(loader), stage.warmup_epochs / stage.epochs
+    )
+    if lr_factor is None:
+        scheduler = WarmupLinearLR(optimizer, total, warmup)
+    else:
+        scheduler = WarmupLinearLR(optimizer, total, warmup, lr_factor, final_factor=lr_factor)
+    return fit_stage(
+        run,
+        PRETRAIN_STAGE,
+        [optimizer],
+        [scheduler],
+        loader,
+        step,
+        epochs=stage.epochs,
+        runtime=runtime,
+        device=device,
+        evaluate=evaluate,
+    )
+
+
 def run_finetune_stage(
     run: TrainingRun,
     model: TextToImageModel,
@@ -444,13 +505,7 @@ def run_finetune_stage(
     the rest, linear warm-up and cosine; the metrics of its evaluation."""
     criterion = UniPTFinetuningLoss(stage.margin, stage.negatives, 0.0, stage.label_smoothing)
     dataset = ImageTextDataset(data.dataset.train, data.train_transform, data.tokenize)
-    loader = make_image_text_loader(
-        dataset,
-        split_batch(data_config.batch_size, "data.batch_size"),
-        seed=runtime.seed,
-        num_workers=runtime.num_workers,
-        pin_memory=device.type == "cuda",
-    )
+    loader = make_text_loader(dataset, data_config.batch_size, "data.batch_size", runtime, device)
     network = data_parallel(model)
 
     def step(batch: Mapping[str, Any]) -> dict[str, Tensor]:

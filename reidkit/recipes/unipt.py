@@ -37,9 +37,9 @@ import torch
 from torch import Tensor, nn
 
 from reidkit import checks
-from reidkit.data.text_loaders import ImageTextDataset, make_image_text_loader
+from reidkit.data.text_loaders import ImageTextDataset
 from reidkit.distributed import data_parallel
-from reidkit.engine import TrainingRun, WarmupLinearLR, move_to_device, seed_everything
+from reidkit.engine import TrainingRun, move_to_device, seed_everything
 from reidkit.losses import ObjectiveOutput, UniPTPretrainingLoss
 from reidkit.models import (
     TextToImageModel,
@@ -52,7 +52,6 @@ from reidkit.recipes.common import (
     Recipe,
     begin,
     check_run,
-    fit_stage,
     start_run,
 )
 from reidkit.recipes.config import (
@@ -67,6 +66,7 @@ from reidkit.recipes.text_to_image import (
     BUILT_IN_TEXT_DATASETS,
     FINETUNE_STAGE,
     INITIAL_RESULT,
+    PRETRAIN_STAGE,
     TINY_TEXT_CLIP,
     FinetuneStageConfig,
     PseudoTextConfig,
@@ -77,17 +77,17 @@ from reidkit.recipes.text_to_image import (
     check_pretraining_epochs,
     check_text_data,
     describe_text_data,
+    fit_pretraining,
+    make_text_loader,
     read_pretraining_data,
     record_initial_evaluation,
     run_finetune_stage,
     save_pretrained_clip,
-    split_batch,
     t2i_evaluation,
     text_model_spec,
 )
 
 NAME = "unipt"
-PRETRAIN_STAGE = "pretrain"
 STAGES = (PRETRAIN_STAGE, FINETUNE_STAGE)
 
 
@@ -328,13 +328,7 @@ def run_pretrain_stage(
     dataset = ImageTextDataset(
         pretraining_data.records, data.train_transform, data.tokenize, captions="random"
     )
-    loader = make_image_text_loader(
-        dataset,
-        split_batch(stage.batch_size, "pretrain.batch_size"),
-        seed=runtime.seed,
-        num_workers=runtime.num_workers,
-        pin_memory=device.type == "cuda",
-    )
+    loader = make_text_loader(dataset, stage.batch_size, "pretrain.batch_size", runtime, device)
     network = data_parallel(objective)
 
     def step(batch: Mapping[str, Any]) -> dict[str, Tensor]:
@@ -343,23 +337,8 @@ def run_pretrain_stage(
         loss, terms = network(batch["images"], batch["tokens"])
         return {"loss": loss, **terms}
 
-    parameters = [p for p in objective.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(parameters, lr=stage.lr, weight_decay=stage.weight_decay)
-    total, warmup = WarmupLinearLR.steps_for(
-        stage.epochs, len(loader), stage.warmup_epochs / stage.epochs
-    )
-    scheduler = WarmupLinearLR(optimizer, total, warmup)
-    return fit_stage(
-        run,
-        PRETRAIN_STAGE,
-        [optimizer],
-        [scheduler],
-        loader,
-        step,
-        epochs=stage.epochs,
-        runtime=runtime,
-        device=device,
-        evaluate=evaluate,
+    return fit_pretraining(
+        run, objective, loader, step, stage, runtime=runtime, device=device, evaluate=evaluate
     )
 
 

@@ -52,11 +52,10 @@ from reidkit.data import (
     build_dataset,
     make_test_loader,
 )
-from reidkit.data.text_loaders import ImageTextDataset, make_image_text_loader
+from reidkit.data.text_loaders import ImageTextDataset
 from reidkit.distributed import data_parallel
 from reidkit.engine import (
     TrainingRun,
-    WarmupLinearLR,
     evaluation_metrics,
     move_to_device,
     seed_everything,
@@ -69,7 +68,6 @@ from reidkit.recipes.common import (
     Recipe,
     begin,
     check_run,
-    fit_stage,
     start_run,
 )
 from reidkit.recipes.config import (
@@ -85,6 +83,7 @@ from reidkit.recipes.text_to_image import (
     BUILT_IN_TEXT_DATASETS,
     FINETUNE_STAGE,
     INITIAL_RESULT,
+    PRETRAIN_STAGE,
     SYNTHETIC_ATTRIBUTE_NAMES,
     TINY_TEXT_CLIP,
     FinetuneStageConfig,
@@ -97,17 +96,17 @@ from reidkit.recipes.text_to_image import (
     check_pretraining_epochs,
     check_text_data,
     describe_text_data,
+    fit_pretraining,
+    make_text_loader,
     read_pretraining_data,
     record_initial_evaluation,
     run_finetune_stage,
     save_pretrained_clip,
-    split_batch,
     t2i_evaluation,
     text_model_spec,
 )
 
 NAME = "valpat"
-PRETRAIN_STAGE = "pretrain"
 STAGES = (PRETRAIN_STAGE, FINETUNE_STAGE)
 REID_PREFIX = "reid_"
 ATTRIBUTE_METRICS = ("mA", "accuracy", "precision", "recall", "F1")
@@ -481,13 +480,7 @@ def run_pretrain_stage(
         captions="random",
         attribute_labels=pretraining.attribute_labels,
     )
-    loader = make_image_text_loader(
-        dataset,
-        split_batch(stage.batch_size, "pretrain.batch_size"),
-        seed=runtime.seed,
-        num_workers=runtime.num_workers,
-        pin_memory=device.type == "cuda",
-    )
+    loader = make_text_loader(dataset, stage.batch_size, "pretrain.batch_size", runtime, device)
     network = data_parallel(objective)
 
     def step(batch: Mapping[str, Any]) -> dict[str, Tensor]:
@@ -495,24 +488,16 @@ def run_pretrain_stage(
         loss, terms = network(move_to_device(batch, device))
         return {"loss": loss, **terms}
 
-    parameters = [p for p in objective.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(parameters, lr=stage.lr, weight_decay=stage.weight_decay)
-    total, warmup = WarmupLinearLR.steps_for(
-        stage.epochs, len(loader), stage.warmup_epochs / stage.epochs
-    )
-    ratio = stage.start_lr / stage.lr
-    scheduler = WarmupLinearLR(optimizer, total, warmup, ratio, final_factor=ratio)
-    return fit_stage(
+    return fit_pretraining(
         run,
-        PRETRAIN_STAGE,
-        [optimizer],
-        [scheduler],
+        objective,
         loader,
         step,
-        epochs=stage.epochs,
+        stage,
         runtime=runtime,
         device=device,
         evaluate=evaluate,
+        lr_factor=stage.start_lr / stage.lr,  # sec. 4.1: 1e-6 -> 1e-3 -> 1e-6
     )
 
 

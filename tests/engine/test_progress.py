@@ -94,6 +94,7 @@ def test_training_gives_the_same_numbers_with_and_without_bars(monkeypatch) -> N
         assert torch.equal(tensor, hidden_weights[name]), name
 
 
+# tensorboard is an optional extra (also in dev); without it there are no event files to read
 @pytest.mark.skipif(not tensorboard_available(), reason="tensorboard is not installed")
 def test_scalars_reach_tensorboard_and_the_data_set_the_report(tmp_path, caplog) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

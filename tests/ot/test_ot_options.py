@@ -181,6 +181,7 @@ def test_the_backend_decision() -> None:
         use_triton(unrolled, lambda cost: True, "anything", cost=cost)
 
 
+# Triton is a Linux-only dependency: the refusal is raised by the Triton path
 @pytest.mark.skipif(not triton_available(), reason="triton is not installed")
 def test_the_kernels_compute_the_cosine_cost_only() -> None:
     x, y = torch.randn(2, 4, 8), torch.randn(3, 2, 8)

@@ -101,6 +101,7 @@ def test_the_data_set_needs_its_folder(tmp_path: Path) -> None:
         evaluate_run(run, "market1501", tmp_path / "nowhere")
 
 
+# the real Market-1501 images may not be copied into the project; .ci/run sets the path
 @pytest.mark.skipif(
     not os.environ.get("REIDKIT_MARKET_ROOT"), reason="needs REIDKIT_MARKET_ROOT (real images)"
 )
