@@ -7,8 +7,8 @@ ablation helpers and :func:`reidkit.recipes.replace_field`):
 
 * CLIP-ReID, the baseline MMPL extends;
 * MMPL, and MMPL without the selector agents (class-token attention selects the patches,
-  table 3), without patch-to-token alignment (table 4) and without collaborative prompts
-  (table 5);
+  table 3), without patch-to-token alignment (table 4), without collaborative prompts
+  (table 5), and with the alignment weighted as the contrast (``beta = 1``, figs. 7-8);
 * AAformer with the optimal-transport assignment, with fixed horizontal stripes (when the
   installed :mod:`reidkit.parts` offers ``"stripes"``) and with nearest-prototype assignment
   (table V);
@@ -17,18 +17,20 @@ ablation helpers and :func:`reidkit.recipes.replace_field`):
 
 It writes ``results/evidence.json`` (per variant the mAP and R1 mean and standard deviation over
 the seeds, each compared with chance, and the comparisons of every ablation with its full
-method), ``results/evidence.csv`` and ``results/evidence.png``, and prints the table. For MMPL
-it also records the final patch-to-token OT loss against its chance level ``K ln L`` and the
+method, paired by seed, with Student's t intervals), ``results/evidence.csv`` and
+``results/evidence.png``, and prints the table. For MMPL it also records the final
+patch-to-token OT loss against its chance level (``K ln L`` for balanced identities) and the
 agents' overlap with the best selection (the ``M`` patches of highest score) against random
-(``M / M_c``); for unsupervised PCL-CLIP, the adjusted Rand index of the pseudo labels against
-the true identities after every clustering.
+(``M / M_c``); for AAformer, how much of a patch's row and column its [PART] tells
+(:func:`position_share`); for unsupervised PCL-CLIP, the adjusted Rand index of the pseudo
+labels against the identities, the look-alike groups and the cameras after every clustering.
 
-The study sizes (epochs) are set here as overrides of the ``tiny`` presets, not in the presets.
-The runs go to ``--runs-dir`` (one folder per variant and seed); a finished run whose
-configuration matches is read back instead of trained again, so an interrupted study
-continues where it stopped. ::
+The study sizes (epochs) are set here as overrides of the ``tiny`` presets, not in the presets;
+the whole study takes about 30 minutes on two CPU cores. The runs go to ``--runs-dir`` (one
+folder per variant and seed); a finished run whose configuration matches is read back instead
+of trained again, so an interrupted study continues where it stopped. ::
 
-    python benchmarks/evidence_study.py              # the whole study, three seeds
+    python benchmarks/evidence_study.py              # the whole study, five seeds
     python benchmarks/evidence_study.py --quick      # one seed, one epoch per stage
     python benchmarks/evidence_study.py --variants mmpl mmpl_no_agent --seeds 0 1 2
 """
@@ -45,7 +47,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -60,31 +62,31 @@ from reidkit.recipes.registry import get_recipe
 from reidkit.recipes.serialization import config_differences, config_from_file, read_config_file
 
 DATASET = "synthetic_local_cues"
-SEEDS = (0, 1, 2)
+SEEDS = (0, 1, 2, 3, 4)
 PROBE_FILE = "evidence_probes.json"
 CHANCE_DRAWS = 200
 MMPL_DIAGNOSTICS = "stage1_diagnostics"
 PCL_PSEUDO_LABELS = "pseudo_labels"
 """Where the reports keep MMPL's stage-1 diagnostics and PCL-CLIP's clusterings, when they do;
 without them the probes below measure the same quantities during training."""
-NOISE_FACTOR = 2.0
-"""An effect counts as beyond seed noise when the difference of the means exceeds this many
-standard errors of the difference."""
+CONFIDENCE = 0.95
+"""An effect counts as beyond seed noise when the two-sided confidence interval of the
+difference at this level (Student's t) excludes zero."""
 
 # The study sizes: overrides of the tiny presets, by section (``""``: the configuration itself).
 FULL_SIZES: dict[str, dict[str, dict[str, Any]]] = {
     "clip_reid": {
-        "prompt_stage": {"epochs": 6},
-        "image_stage": {"epochs": 8, "milestones": (6,)},
+        "prompt_stage": {"epochs": 30},
+        "image_stage": {"epochs": 60, "milestones": (45,)},
     },
     "mmpl": {
         "": {"compare_baseline": False},
-        "prompt_stage": {"epochs": 6},
-        "agent": {"epochs": 4},
-        "image_stage": {"epochs": 8, "milestones": (6,)},
+        "prompt_stage": {"epochs": 30},
+        "agent": {"epochs": 20},
+        "image_stage": {"epochs": 60, "milestones": (45,)},
     },
-    "aaformer": {"optimizer": {"epochs": 8}, "": {"part_maps": 0}},
-    "pcl_clip": {"optimizer": {"epochs": 6, "milestones": (4,)}},
+    "aaformer": {"optimizer": {"epochs": 40}, "": {"part_maps": 0}},
+    "pcl_clip": {"optimizer": {"epochs": 30, "milestones": (20,)}},
 }
 QUICK_SIZES: dict[str, dict[str, dict[str, Any]]] = {
     "clip_reid": {
@@ -139,6 +141,13 @@ def _identity(config: Any) -> Any:
     return config
 
 
+def _alignment_weight(beta: float) -> Callable[[Any], Any]:
+    def make(config: Any) -> Any:
+        return replace_field(config, "beta", beta)
+
+    return make
+
+
 VARIANTS: tuple[Variant, ...] = (
     Variant("clip_reid", "CLIP-ReID", "clip_reid", "clip_reid", "CLIP-ReID", _identity),
     Variant("mmpl", "MMPL", "mmpl", "mmpl", "MMPL", _identity, "clip_reid"),
@@ -167,6 +176,15 @@ VARIANTS: tuple[Variant, ...] = (
         "mmpl",
         "MMPL without collaborative prompts",
         mmpl.without_visual_prompts,
+        "mmpl",
+    ),
+    Variant(
+        "mmpl_beta1",
+        "MMPL",
+        "mmpl",
+        "mmpl",
+        "MMPL with the alignment weighted as the contrast (beta = 1, alpha / beta = 1)",
+        _alignment_weight(1.0),
         "mmpl",
     ),
     Variant(
@@ -288,11 +306,31 @@ def record_agent_overlap(records: dict[str, list[float]]) -> Iterator[None]:
         InformationSelectorAgent.forward = original  # type: ignore[method-assign]
 
 
+PARTITIONS = ("groups", "cameras")
+"""What the pseudo labels are compared with besides the identities."""
+
+
+def train_partitions() -> dict[str, list[int]]:
+    """Per train image of the study's data, in the order of the recipes' train feature loader
+    (the train split as listed): its look-alike group (runs of ``members_per_group``
+    consecutive identities of the file names, see :class:`reidkit.data.SyntheticReID`) and
+    its camera."""
+    dataset = build_dataset(DATASET, None)
+    size = dataset.config.members_per_group
+    return {
+        "groups": [(int(Path(path).name[:4]) - 1) // size for path, _, _ in dataset.train],
+        "cameras": [camid for _, _, camid in dataset.train],
+    }
+
+
 @contextmanager
-def record_pseudo_label_ari(records: list[dict[str, float]]) -> Iterator[None]:
+def record_pseudo_label_ari(
+    records: list[dict[str, float]], partitions: Mapping[str, Sequence[int]] | None = None
+) -> Iterator[None]:
     """Record, after every clustering of unsupervised PCL-CLIP, the adjusted Rand index of its
-    pseudo labels against the true identities (outliers counted as clusters of their own) and
-    the number of outliers and clusters."""
+    pseudo labels against the true identities (outliers counted as clusters of their own), as
+    ``ari_<name>`` against each of ``partitions`` (one label per train image, in the order
+    the images are labelled) and the number of outliers and clusters."""
     from sklearn.metrics import adjusted_rand_score
 
     original = getattr(pcl_clip.EpochBatches, "pseudo_labels", None)
@@ -306,14 +344,17 @@ def record_pseudo_label_ari(records: list[dict[str, float]]) -> Iterator[None]:
             values = labels.cpu().numpy().copy()
             outliers = values < 0
             values[outliers] = values.max() + 1 + np.arange(int(outliers.sum()))
-            records.append(
-                {
-                    "epoch": self.epoch + 1,
-                    "ari": float(adjusted_rand_score(pids.cpu().numpy(), values)),
-                    "outliers": int(outliers.sum()),
-                    "clusters": len(set(labels[labels >= 0].tolist())),
-                }
-            )
+            truth = pids.cpu().numpy()
+            record = {
+                "epoch": self.epoch + 1,
+                "ari": float(adjusted_rand_score(truth, values)),
+                "outliers": int(outliers.sum()),
+                "clusters": len(set(labels[labels >= 0].tolist())),
+            }
+            for name, partition in (partitions or {}).items():
+                if len(partition) == len(values):
+                    record[f"ari_{name}"] = float(adjusted_rand_score(partition, values))
+            records.append(record)
         return labels
 
     pcl_clip.EpochBatches.pseudo_labels = pseudo_labels  # type: ignore[method-assign]
@@ -362,6 +403,63 @@ def mmpl_diagnostics(
     return out
 
 
+def position_share(part_mask: torch.Tensor, grid: tuple[int, int]) -> dict[str, float]:
+    """How much of a patch's position its [PART] tells: the correlation ratio
+    ``eta^2 = 1 - sum_p sum_{n in Phi_p} (x_n - mean_p x)^2 / (G sum_n (x_n - mean x)^2)`` of
+    the patch row and of the patch column ``x``, averaged over everything but the sets.
+
+    Args:
+        part_mask: ``(..., P, N)`` the sets ``Phi_p`` of ``P`` [PART]s in ``G`` groups, each
+            group a partition of the ``N = h * w`` patches (row-major).
+        grid: ``(h, w)``.
+
+    Returns:
+        ``{"row": eta^2, "column": eta^2}``: 1 when a part's patches share one row (column), 0
+        when every part spans the rows (columns) as the whole image does; ``1 - 1 / G^2`` for
+        ``G`` equal horizontal stripes of a tall grid.
+    """
+    grid_h, grid_w = grid
+    rows = torch.arange(grid_h, dtype=torch.float64).repeat_interleave(grid_w)
+    columns = torch.arange(grid_w, dtype=torch.float64).repeat(grid_h)
+    mask = part_mask.to(torch.float64)
+    groups = mask.sum((-2, -1)) / mask.shape[-1]
+    out = {}
+    for name, position in (("row", rows), ("column", columns)):
+        size = mask.sum(-1).clamp_min(1.0)
+        mean = (mask * position).sum(-1) / size
+        within = (mask * (position - mean[..., None]) ** 2).sum((-2, -1))
+        total = groups * ((position - position.mean()) ** 2).sum()
+        out[name] = float((1.0 - within / total).mean())
+    return out
+
+
+def part_layout(folder: Path, images: int = 32) -> dict[str, float]:
+    """:func:`position_share` of a trained AAformer run's sets ``Phi_p``, over the first
+    ``images`` query images, every head and every layer with [PART]s: whether its parts are
+    places (stripes: near 1 for rows) or not (near 0)."""
+    from reidkit import load_model
+    from reidkit.data import build_test_transforms, make_test_loader
+    from reidkit.parts import AAformer
+
+    model = load_model(folder)
+    network = next(module for module in model.modules() if isinstance(module, AAformer))
+    spec = model.spec
+    transform = build_test_transforms(spec.image_size, mean=spec.pixel_mean, std=spec.pixel_std)
+    query = build_dataset(DATASET, None).query[:images]
+    batch = next(iter(make_test_loader(query, [], transform, batch_size=images)))[0]
+    with torch.no_grad():
+        model(batch)
+    shares = [
+        position_share(cast(torch.Tensor, layer.last_part_mask), network.grid_size)
+        for layer in network.attention_layers()
+        if layer.last_part_mask is not None and layer.last_part_mask.shape[-2] > 0
+    ]
+    return {
+        f"part_{name}_share": statistics.fmean(share[name] for share in shares)
+        for name in ("row", "column")
+    }
+
+
 # --- Runs -----------------------------------------------------------------------------------
 
 
@@ -396,7 +494,8 @@ def train_variant(
         runtime = Runtime(
             output_dir=str(folder), seed=seed, device="cpu", num_workers=0, overwrite=True
         )
-        with record_agent_overlap(overlap), record_pseudo_label_ari(ari):
+        partitions = train_partitions() if variant.recipe == "pcl_clip" else None
+        with record_agent_overlap(overlap), record_pseudo_label_ari(ari, partitions):
             get_recipe(variant.recipe).train(config, runtime)
         probes = {"agent_overlap": overlap, "pseudo_label_ari": ari}
         probes_file.write_text(json.dumps(probes), encoding="utf-8")
@@ -411,6 +510,8 @@ def train_variant(
     }
     if variant.recipe == "mmpl":
         run.update(mmpl_diagnostics(report, probes, config, num_classes))
+    if variant.recipe == "aaformer":
+        run.update(part_layout(folder))
     reported = report["results"].get(PCL_PSEUDO_LABELS)
     if reported is not None:  # the recipe's own record of every clustering
         run["pseudo_label_ari"] = [
@@ -424,6 +525,11 @@ def train_variant(
         ]
     elif probes.get("pseudo_label_ari"):
         run["pseudo_label_ari"] = probes["pseudo_label_ari"]
+    for name in PARTITIONS:
+        if probes.get("pseudo_label_ari") and f"ari_{name}" in probes["pseudo_label_ari"][0]:
+            run[f"pseudo_label_ari_{name}"] = [
+                epoch[f"ari_{name}"] for epoch in probes["pseudo_label_ari"]
+            ]
     return run
 
 
@@ -474,18 +580,47 @@ def summarise(values: Sequence[float]) -> dict[str, float | None]:
 
 
 def compare(a: Mapping[str, Any], b: Mapping[str, Any], metric: str) -> dict[str, Any]:
-    """``a - b`` in ``metric``, its standard error over the seeds and whether it exceeds
-    :data:`NOISE_FACTOR` standard errors (``None`` when either has one seed)."""
-    values_a = [run[metric] for run in a["runs"]]
-    values_b = [run[metric] for run in b["runs"]]
-    delta = statistics.fmean(values_a) - statistics.fmean(values_b)
-    if min(len(values_a), len(values_b)) < 2:
-        return {"delta": delta, "stderr": None, "beyond_noise": None}
-    stderr = math.sqrt(
-        statistics.variance(values_a) / len(values_a)
-        + statistics.variance(values_b) / len(values_b)
-    )
-    return {"delta": delta, "stderr": stderr, "beyond_noise": abs(delta) > NOISE_FACTOR * stderr}
+    """``a - b`` in ``metric``, its standard error over the seeds and whether it is beyond seed
+    noise: whether the :data:`CONFIDENCE` interval of the difference excludes zero.
+
+    When both ran the same seeds the runs are paired (a seed draws the initial weights and the
+    batches of every variant), and the test is on the per-seed differences ``d``: standard error
+    ``s_d / sqrt(n)`` with ``n - 1`` degrees of freedom. Otherwise the means are independent
+    (Welch): ``sqrt(s_a^2 / n_a + s_b^2 / n_b)`` with the Welch-Satterthwaite degrees of
+    freedom. ``stderr``, ``dof`` and ``beyond_noise`` are ``None`` when either has one seed
+    (or, paired, when all differences are equal).
+    """
+    from scipy.stats import t as student_t
+
+    runs_a = {run["seed"]: run[metric] for run in a["runs"]}
+    runs_b = {run["seed"]: run[metric] for run in b["runs"]}
+    delta = statistics.fmean(runs_a.values()) - statistics.fmean(runs_b.values())
+    paired = runs_a.keys() == runs_b.keys()
+    out: dict[str, Any] = {
+        "delta": delta,
+        "paired": paired,
+        "stderr": None,
+        "dof": None,
+        "ci_halfwidth": None,
+        "beyond_noise": None,
+    }
+    n_a, n_b = len(runs_a), len(runs_b)
+    if min(n_a, n_b) < 2:
+        return out
+    if paired:
+        differences = [runs_a[seed] - runs_b[seed] for seed in runs_a]
+        stderr = statistics.stdev(differences) / math.sqrt(n_a)
+        dof = float(n_a - 1)
+    else:
+        share_a = statistics.variance(runs_a.values()) / n_a
+        share_b = statistics.variance(runs_b.values()) / n_b
+        stderr = math.sqrt(share_a + share_b)
+        dof = (share_a + share_b) ** 2 / (share_a**2 / (n_a - 1) + share_b**2 / (n_b - 1))
+    if stderr == 0.0:
+        return out
+    halfwidth = float(student_t.ppf(0.5 + CONFIDENCE / 2, dof)) * stderr
+    out.update(stderr=stderr, dof=dof, ci_halfwidth=halfwidth, beyond_noise=abs(delta) > halfwidth)
+    return out
 
 
 def above_chance(entry: Mapping[str, Any], chance: Mapping[str, float]) -> dict[str, Any]:
@@ -553,7 +688,7 @@ def run_study(
         "seeds": list(seeds),
         "sizes": QUICK_SIZES if quick else FULL_SIZES,
         "chance": chance,
-        "noise_factor": NOISE_FACTOR,
+        "confidence": CONFIDENCE,
         "variants": entries,
         "comparisons": comparisons,
         "skipped": skipped,
@@ -564,7 +699,7 @@ def diagnostics_summary(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Mean over the seeds of the MMPL diagnostics, and the per-epoch ARI of unsupervised
     PCL-CLIP (mean over the seeds, epoch by epoch)."""
     out: dict[str, Any] = {}
-    for key in ("ot_loss", "ot_loss_chance"):
+    for key in ("ot_loss", "ot_loss_chance", "part_row_share", "part_column_share"):
         if all(key in run for run in runs):
             out[key] = summarise([run[key] for run in runs])
     for key in ("agent_overlap", "agent_overlap_random"):
@@ -573,6 +708,10 @@ def diagnostics_summary(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     if all("pseudo_label_ari" in run for run in runs):
         curves = [[epoch["ari"] for epoch in run["pseudo_label_ari"]] for run in runs]
         out["pseudo_label_ari"] = [statistics.fmean(epoch) for epoch in zip(*curves)]
+    for key in (f"pseudo_label_ari_{name}" for name in PARTITIONS):
+        if all(key in run for run in runs):
+            curves = [run[key] for run in runs]
+            out[key] = [statistics.fmean(epoch) for epoch in zip(*curves)]
     return out
 
 
@@ -622,9 +761,20 @@ def print_table(study: Mapping[str, Any]) -> None:
                 rand = "/".join(f"{value:.2f}" for value in entry["agent_overlap_random"])
                 print(f"; agent overlap {ours} (random {rand})", end="")
             print()
+        if "part_row_share" in entry:
+            print(
+                f"{name}: the [PART] sets explain {entry['part_row_share']['mean']:.2f} of the "
+                f"patch rows' variance and {entry['part_column_share']['mean']:.2f} of the columns'"
+            )
         if "pseudo_label_ari" in entry:
             curve = ", ".join(f"{value:.2f}" for value in entry["pseudo_label_ari"])
             print(f"{name}: pseudo-label ARI per epoch {curve}")
+        for partition in PARTITIONS:
+            if f"pseudo_label_ari_{partition}" in entry:
+                curve = ", ".join(
+                    f"{value:.2f}" for value in entry[f"pseudo_label_ari_{partition}"]
+                )
+                print(f"{name}: pseudo-label ARI against the {partition} per epoch {curve}")
     for name, reason in study["skipped"].items():
         print(f"{name}: skipped ({reason})")
 
@@ -648,6 +798,8 @@ def write_csv(study: Mapping[str, Any], path: Path) -> None:
                 "against",
                 "delta_mAP",
                 "stderr_mAP",
+                "ci_halfwidth_mAP",
+                "paired",
                 "beyond_noise",
             ]
         )
@@ -668,6 +820,8 @@ def write_csv(study: Mapping[str, Any], path: Path) -> None:
                     effect.get("against", ""),
                     effect.get("mAP", {}).get("delta", ""),
                     effect.get("mAP", {}).get("stderr", ""),
+                    effect.get("mAP", {}).get("ci_halfwidth", ""),
+                    effect.get("mAP", {}).get("paired", ""),
                     effect.get("mAP", {}).get("beyond_noise", ""),
                 ]
             )
@@ -675,7 +829,8 @@ def write_csv(study: Mapping[str, Any], path: Path) -> None:
 
 def plot(study: Mapping[str, Any], path: Path) -> None:
     """mAP per variant (mean and std over the seeds, every seed as a dot) against chance, and
-    the pseudo-label ARI of unsupervised PCL-CLIP per epoch."""
+    the pseudo-label ARI of unsupervised PCL-CLIP per epoch (against the identities, the
+    look-alike groups and the cameras)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -715,7 +870,13 @@ def plot(study: Mapping[str, Any], path: Path) -> None:
     if curves:
         ari = axes[0][1]
         for name, curve in curves.items():
-            ari.plot(range(1, len(curve) + 1), curve, marker="o", label=name)
+            ari.plot(range(1, len(curve) + 1), curve, marker="o", label=f"{name}: identities")
+            for partition, marker in zip(PARTITIONS, "s^"):
+                other = entries[name].get(f"pseudo_label_ari_{partition}")
+                if other:
+                    ari.plot(
+                        range(1, len(other) + 1), other, marker=marker, label=f"{name}: {partition}"
+                    )
         ari.axhline(0.0, color="grey", linestyle="--", label="chance")
         ari.set_xlabel("epoch")
         ari.set_ylabel("adjusted Rand index")
@@ -729,7 +890,7 @@ def plot(study: Mapping[str, Any], path: Path) -> None:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="one seed, one epoch per stage")
-    parser.add_argument("--seeds", type=int, nargs="+", help="default: 0 1 2 (--quick: 0)")
+    parser.add_argument("--seeds", type=int, nargs="+", help="default: 0 1 2 3 4 (--quick: 0)")
     parser.add_argument("--variants", nargs="+", choices=VARIANT_NAMES, default=VARIANT_NAMES)
     parser.add_argument("--runs-dir", type=Path, default=Path("runs/evidence"))
     parser.add_argument("--output-dir", type=Path, default=RESULTS_DIR)

@@ -9,6 +9,7 @@ import statistics
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 import pytest
@@ -30,16 +31,40 @@ def _dirs(tmp_path: Path) -> list[str]:
     return ["--runs-dir", str(tmp_path / "runs"), "--output-dir", str(tmp_path)]
 
 
-def test_comparison_is_the_difference_of_means_in_standard_errors(study: ModuleType) -> None:
-    a = {"runs": [{"mAP": v} for v in (0.30, 0.32, 0.34)]}
-    b = {"runs": [{"mAP": v} for v in (0.20, 0.21, 0.25)]}
-    result = study.compare(a, b, "mAP")
-    stderr = math.sqrt(0.02**2 / 3 + statistics.variance([0.20, 0.21, 0.25]) / 3)
-    assert result["delta"] == pytest.approx(0.32 - 0.22)
+def _runs(values: tuple[float, ...], seeds: tuple[int, ...] = (0, 1, 2)) -> dict[str, Any]:
+    return {"runs": [{"seed": seed, "mAP": value} for seed, value in zip(seeds, values)]}
+
+
+def test_paired_comparison_tests_the_per_seed_differences(study: ModuleType) -> None:
+    a, b = (0.30, 0.32, 0.37), (0.20, 0.21, 0.25)
+    result = study.compare(_runs(a), _runs(b), "mAP")
+    differences = [x - y for x, y in zip(a, b)]  # 0.10, 0.11, 0.12
+    stderr = statistics.stdev(differences) / math.sqrt(3)
+    assert result["paired"] is True
+    assert result["delta"] == pytest.approx(statistics.fmean(a) - statistics.fmean(b))
     assert result["stderr"] == pytest.approx(stderr)
-    assert result["beyond_noise"] is (2 * stderr < 0.10)
-    single = study.compare({"runs": [{"mAP": 0.3}]}, b, "mAP")
+    assert result["dof"] == 2
+    assert result["ci_halfwidth"] == pytest.approx(4.302652729749462 * stderr)  # t(0.975, 2)
+    assert result["beyond_noise"] is True  # 0.11 against a half-width of 0.043
+    # The same values in another seed order: the differences vary, the means do not.
+    shuffled = study.compare(_runs(a), _runs((0.25, 0.20, 0.21)), "mAP")
+    assert shuffled["delta"] == pytest.approx(result["delta"])
+    assert shuffled["beyond_noise"] is False  # differences 0.05, 0.12, 0.16
+
+
+def test_unpaired_comparison_is_welch(study: ModuleType) -> None:
+    a, b = (0.30, 0.32, 0.34), (0.20, 0.21, 0.25, 0.22)
+    result = study.compare(_runs(a), _runs(b, (5, 6, 7, 8)), "mAP")
+    share_a, share_b = statistics.variance(a) / 3, statistics.variance(b) / 4
+    dof = (share_a + share_b) ** 2 / (share_a**2 / 2 + share_b**2 / 3)
+    assert result["paired"] is False
+    assert result["stderr"] == pytest.approx(math.sqrt(share_a + share_b))
+    assert result["dof"] == pytest.approx(dof)
+    assert result["beyond_noise"] is True
+    single = study.compare(_runs((0.3,)), _runs(b), "mAP")
     assert single["stderr"] is None and single["beyond_noise"] is None
+    constant = study.compare(_runs((0.3, 0.3)), _runs((0.2, 0.2)), "mAP")
+    assert constant["delta"] == pytest.approx(0.1) and constant["beyond_noise"] is None
 
 
 def test_chance_rank1_matches_the_expected_share_of_true_matches(study: ModuleType) -> None:
@@ -142,3 +167,79 @@ def test_mmpl_diagnostics_prefer_the_recipes_own_measurement(study: ModuleType) 
         "agent_overlap": [0.8] * 3,
         "agent_overlap_random": [0.75] * 3,
     }
+
+
+def test_train_partitions_follow_the_train_split(study: ModuleType) -> None:
+    from reidkit.data import build_dataset
+
+    dataset = build_dataset(study.DATASET, None)
+    partitions = study.train_partitions()
+    assert partitions["cameras"] == [camid for _, _, camid in dataset.train]
+    size = dataset.config.members_per_group
+    groups: dict[int, set[int]] = {}
+    for (_, pid, _), group in zip(dataset.train, partitions["groups"], strict=True):
+        groups.setdefault(group, set()).add(pid)
+    # 32 train identities in look-alike groups of 4: each identity in one group
+    assert sorted(pid for members in groups.values() for pid in members) == list(range(32))
+    assert all(len(members) == size for members in groups.values())
+
+
+def test_pseudo_label_probe_scores_against_identities_and_partitions(
+    study: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sklearn.metrics import adjusted_rand_score
+
+    from reidkit.recipes import pcl_clip
+
+    class Labeller:  # stands in for an EpochBatches whose clustering merges look-alikes
+        config = type("Config", (), {"mode": "unsupervised"})()
+        epoch = 0
+
+    pids = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
+    groups = [0, 0, 0, 0, 1, 1, 1, 1]
+    cameras = [0, 1, 0, 1, 0, 1, 0, 1]
+    clusters = torch.tensor([0, 0, 0, 0, 1, 1, 1, -1])  # the groups, one outlier
+    monkeypatch.setattr(
+        pcl_clip.EpochBatches, "pseudo_labels", lambda self, features, pids: clusters
+    )
+    records: list[dict[str, float]] = []
+    partitions = {"groups": groups, "cameras": cameras, "other_split": [0, 1]}
+    with study.record_pseudo_label_ari(records, partitions):
+        labels = pcl_clip.EpochBatches.pseudo_labels(Labeller(), torch.zeros(8, 2), pids)
+    assert torch.equal(labels, clusters)
+    singled = [0, 0, 0, 0, 1, 1, 1, 2]  # the outlier as a cluster of its own
+    (record,) = records
+    assert record["ari"] == pytest.approx(adjusted_rand_score(pids.tolist(), singled))
+    assert record["ari_groups"] == pytest.approx(adjusted_rand_score(groups, singled))
+    assert record["ari_cameras"] == pytest.approx(adjusted_rand_score(cameras, singled))
+    assert "ari_other_split" not in record  # not one label per labelled image
+    assert record["ari_groups"] > 0.5 > record["ari"] and record["ari_cameras"] < 0.1
+    assert record["outliers"] == 1 and record["clusters"] == 2
+
+
+def test_position_share_of_stripes_columns_and_one_part(study: ModuleType) -> None:
+    grid_h, grid_w = 8, 4
+    rows = torch.arange(grid_h).repeat_interleave(grid_w)
+    columns = torch.arange(grid_w).repeat(grid_h)
+    stripes = torch.stack([rows < 4, rows >= 4])  # two horizontal stripes
+    halves = torch.stack([columns < 2, columns >= 2])  # two vertical halves
+    whole = torch.ones(1, grid_h * grid_w, dtype=torch.bool)
+    variance_rows = statistics.pvariance(range(8))  # 5.25
+    within_stripe = statistics.pvariance(range(4))  # 1.25, both stripes
+    share = study.position_share(stripes, (grid_h, grid_w))
+    assert share["row"] == pytest.approx(1 - within_stripe / variance_rows)
+    assert share["row"] == pytest.approx(1 - 1 / 2**2, abs=0.02)
+    assert share["column"] == pytest.approx(0.0, abs=1e-12)
+    share = study.position_share(halves, (grid_h, grid_w))
+    assert share["row"] == pytest.approx(0.0, abs=1e-12)
+    assert share["column"] == pytest.approx(1 - 0.25 / statistics.pvariance(range(4)))
+    # Groups side by side ((B, heads, P, N) with the groups along P): the mean of the groups.
+    both = torch.cat([stripes, whole])[None, None]
+    assert study.position_share(both, (grid_h, grid_w))["row"] == pytest.approx(
+        (1 - within_stripe / variance_rows) / 2
+    )
+    # A random partition tells almost nothing of the position.
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 3, (64, grid_h * grid_w), generator=generator)
+    random_sets = torch.stack([labels == part for part in range(3)], dim=1)
+    assert study.position_share(random_sets, (grid_h, grid_w))["row"] < 0.15
