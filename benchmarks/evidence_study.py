@@ -5,7 +5,8 @@ apart by local cues, with occluders; :class:`reidkit.data.SyntheticReID`), each 
 with several seeds, through the recipes' public API (the registry's presets, the recipes' own
 ablation helpers and :func:`reidkit.recipes.replace_field`):
 
-* CLIP-ReID, the baseline MMPL extends;
+* CLIP-ReID, the baseline MMPL extends, and CLIP-ReID without its image-to-text loss (whether
+  the learned text features reach retrieval at all);
 * MMPL, and MMPL without the selector agents (class-token attention selects the patches,
   table 3), without patch-to-token alignment (table 4), without collaborative prompts
   (table 5), and with the alignment weighted as the contrast (``beta = 1``, figs. 7-8);
@@ -130,26 +131,28 @@ class Variant:
     preset: str = "tiny"
 
 
-def _assignment(method: str) -> Callable[[Any], Any]:
-    def make(config: Any) -> Any:
-        return replace_field(config, "assignment", method)
-
-    return make
-
-
 def _identity(config: Any) -> Any:
     return config
 
 
-def _alignment_weight(beta: float) -> Callable[[Any], Any]:
+def _setting(field: str, value: Any) -> Callable[[Any], Any]:
     def make(config: Any) -> Any:
-        return replace_field(config, "beta", beta)
+        return replace_field(config, field, value)
 
     return make
 
 
 VARIANTS: tuple[Variant, ...] = (
     Variant("clip_reid", "CLIP-ReID", "clip_reid", "clip_reid", "CLIP-ReID", _identity),
+    Variant(
+        "clip_reid_no_text",
+        "CLIP-ReID",
+        "clip_reid",
+        "clip_reid",
+        "CLIP-ReID without the image-to-text loss (the prompts unused in stage 2)",
+        _setting("loss.image_to_text_weight", 0.0),
+        "clip_reid",
+    ),
     Variant("mmpl", "MMPL", "mmpl", "mmpl", "MMPL", _identity, "clip_reid"),
     Variant(
         "mmpl_no_agent",
@@ -184,7 +187,7 @@ VARIANTS: tuple[Variant, ...] = (
         "mmpl",
         "mmpl",
         "MMPL with the alignment weighted as the contrast (beta = 1, alpha / beta = 1)",
-        _alignment_weight(1.0),
+        _setting("beta", 1.0),
         "mmpl",
     ),
     Variant(
@@ -193,7 +196,7 @@ VARIANTS: tuple[Variant, ...] = (
         "aaformer",
         "aaformer",
         "AAformer, OT assignment",
-        _assignment("sinkhorn"),
+        _setting("assignment", "sinkhorn"),
     ),
     Variant(
         "aaformer_stripes",
@@ -201,7 +204,7 @@ VARIANTS: tuple[Variant, ...] = (
         "aaformer",
         "aaformer",
         "AAformer, fixed stripes",
-        _assignment("stripes"),
+        _setting("assignment", "stripes"),
         "aaformer_sinkhorn",
     ),
     Variant(
@@ -210,7 +213,7 @@ VARIANTS: tuple[Variant, ...] = (
         "aaformer",
         "aaformer",
         "AAformer, nearest prototype",
-        _assignment("nearest"),
+        _setting("assignment", "nearest"),
         "aaformer_sinkhorn",
     ),
     Variant("pcl_clip_untrained", "PCL-CLIP", "pcl_clip", "", "untrained CLIP", None),
