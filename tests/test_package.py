@@ -22,6 +22,28 @@ def test_import_reidkit_imports_neither_triton_nor_open_clip() -> None:
     assert completed.stdout.strip() == ""
 
 
+def test_the_ot_losses_and_selection_work_without_open_clip() -> None:
+    # The GPU check times MMPL's OT part on machines that have torch and nothing else.
+    code = (
+        "import sys; sys.modules['open_clip'] = None\n"
+        "import torch\n"
+        "from reidkit import PatchToTokenAlignment, InformationSelectorAgent, SinkhornOT\n"
+        "from reidkit.selection import stage1_diagnostics, HierarchicalPatchPartition\n"
+        "loss = PatchToTokenAlignment()(torch.randn(2, 3, 8), torch.randn(4, 2, 8),"
+        " torch.tensor([0, 3])).loss\n"
+        "assert torch.isfinite(loss)\n"
+        "try:\n"
+        "    from reidkit.selection import HierarchicalPromptLearning\n"
+        "except ImportError:\n"
+        "    print('needs open_clip')\n"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert completed.stdout.strip() == "needs open_clip"  # stage 1 as a whole encodes text
+
+
 def test_version_is_a_release_string() -> None:
     major, minor, patch = reidkit.__version__.split(".")
     assert major.isdigit() and minor.isdigit() and patch.isdigit()

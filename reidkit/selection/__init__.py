@@ -18,6 +18,9 @@ The prompts' text features come from :func:`reidkit.prompts.encode_class_prompts
 term of stage 2 is :func:`reidkit.losses.multi_granularity_loss`.
 """
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from reidkit._deprecation import moved_names
 from reidkit.selection.agent import (
     AgentOutput,
@@ -35,9 +38,11 @@ from reidkit.selection.diagnostics import (
     selection_overlap,
     stage1_diagnostics,
 )
-from reidkit.selection.hierarchical import HierarchicalPromptLearning
 from reidkit.selection.objectives import stage1_objective
 from reidkit.selection.partition import HierarchicalPatchPartition, PatchLevel, partition_grid
+
+if TYPE_CHECKING:
+    from reidkit.selection.hierarchical import HierarchicalPromptLearning
 
 __all__ = [
     "AgentOutput",
@@ -60,7 +65,7 @@ __all__ = [
     "top_indices",
 ]
 
-__getattr__ = moved_names(
+_moved = moved_names(
     __name__,
     {
         "ClassPromptFeatures": "reidkit.prompts.ClassPromptFeatures",
@@ -70,3 +75,13 @@ __getattr__ = moved_names(
         "patch_grid": "reidkit.selection.partition_grid",
     },
 )
+
+
+def __getattr__(name: str) -> Any:
+    # HierarchicalPromptLearning encodes prompts with CLIP's text tower, whose module imports
+    # open_clip: it loads on first use, so that the selection and alignment import without it.
+    if name == "HierarchicalPromptLearning":
+        value = importlib.import_module("reidkit.selection.hierarchical").HierarchicalPromptLearning
+        globals()[name] = value
+        return value
+    return _moved(name)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import Tensor
@@ -33,7 +33,9 @@ from torch import Tensor
 from reidkit import checks
 from reidkit.selection.agent import InformationSelectorAgent, gather_patches
 from reidkit.selection.attention import top_indices
-from reidkit.selection.hierarchical import HierarchicalPromptLearning
+
+if TYPE_CHECKING:  # the module imports open_clip; the diagnostics do not need it
+    from reidkit.selection.hierarchical import HierarchicalPromptLearning
 
 
 def chance_cross_entropy(
