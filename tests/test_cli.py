@@ -336,13 +336,19 @@ def test_train_eval_compare_export_and_the_run_folder(tmp_path: Path) -> None:
 def test_ctrl_c_stops_with_one_line_and_the_run_resumes(tmp_path: Path) -> None:
     cache, run = tmp_path / "cache", tmp_path / "run"
     command = [sys.executable, "-m", "reidkit", "train", "pcl_clip", "--output-dir", str(run)]
-    command += [*TRAIN, "--epochs", "4"]
+    # Enough epochs (0.1-0.5 s each) that the signal, sent when the first checkpoint appears,
+    # lands while the run still trains, however fast the machine.
+    epochs = 30
+    command += [*TRAIN, "--epochs", str(epochs)]
     process = subprocess.Popen(
         command,
         env={**os.environ, "REIDKIT_CACHE": str(cache)},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # A shell without job control starts background jobs with SIGINT ignored, and the
+        # child would inherit that: give it the default disposition, as a terminal does.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 600
     while not (run / "last.pt").exists():
@@ -351,6 +357,7 @@ def test_ctrl_c_stops_with_one_line_and_the_run_resumes(tmp_path: Path) -> None:
         time.sleep(0.1)
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=300)
+    assert "report written" not in stderr, "the run ended before the signal reached it"
     assert process.returncode == 130, stderr[-3000:]
     assert "Traceback" not in stderr
     last = stderr.strip().splitlines()[-1]
@@ -359,7 +366,9 @@ def test_ctrl_c_stops_with_one_line_and_the_run_resumes(tmp_path: Path) -> None:
     completed = _reidkit("train", "--resume", "--output-dir", str(run), *RUNTIME, cache=cache)
     assert completed.returncode == 0, completed.stderr[-3000:]
     report = json.loads((run / "report.json").read_text())
-    assert [e["epoch"] for e in report["stages"]["supervised"]["epochs"]] == [1, 2, 3, 4]
+    assert [e["epoch"] for e in report["stages"]["supervised"]["epochs"]] == list(
+        range(1, epochs + 1)
+    )
     assert report["resumes"]
 
 
