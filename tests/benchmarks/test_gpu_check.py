@@ -25,6 +25,7 @@ STEPS = (
 
 pytestmark = [
     pytest.mark.slow,
+    # Triton (the kernels, in its interpreter here) is installed on Linux only (pyproject.toml)
     pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Triton runs on Linux only"),
 ]
 

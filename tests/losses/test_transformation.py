@@ -22,8 +22,9 @@ def _printed_reference(projected, text, weight: float) -> torch.Tensor:
     return total / batch
 
 
-def _target_margin_reference(projected, text, weight: float) -> torch.Tensor:
-    """The stabilised form with each pair's margin the mean |T^i - T^j| of its targets."""
+def _reference(projected, text, margin: float | None, weight: float) -> torch.Tensor:
+    """The stabilised form; ``margin=None``: each pair's margin the mean |T^i - T^j| of its
+    targets."""
     batch, levels, dim = projected.shape
     total = torch.zeros((), dtype=torch.float64)
     for b in range(batch):
@@ -31,22 +32,11 @@ def _target_margin_reference(projected, text, weight: float) -> torch.Tensor:
             total += (projected[b, k] - text[b, k]).abs().sum() / dim
         for i in range(levels - 1):
             for j in range(i + 1, levels):
-                margin = float((text[b, i] - text[b, j]).abs().sum()) / dim
+                pair_margin = (
+                    float((text[b, i] - text[b, j]).abs().sum()) / dim if margin is None else margin
+                )
                 gap = float((projected[b, i] - projected[b, j]).abs().sum()) / dim
-                total += weight * max(0.0, margin - gap)
-    return total / batch
-
-
-def _reference(projected, text, margin: float, weight: float) -> torch.Tensor:
-    batch, levels, dim = projected.shape
-    total = torch.zeros((), dtype=torch.float64)
-    for b in range(batch):
-        for k in range(levels):
-            total += (projected[b, k] - text[b, k]).abs().sum() / dim
-        for i in range(levels - 1):
-            for j in range(i + 1, levels):
-                gap = (projected[b, i] - projected[b, j]).abs().sum() / dim
-                total += weight * max(0.0, margin - float(gap))
+                total += weight * max(0.0, pair_margin - gap)
     return total / batch
 
 
@@ -120,7 +110,7 @@ def test_target_margin_equals_loop(levels: int, width: int, dim: int) -> None:
     prompts = torch.randn(3, levels, width, dtype=torch.float64)
     text = torch.randn(3, levels, dim, dtype=torch.float64)
     projected = loss.projection(prompts).detach()
-    torch.testing.assert_close(loss(prompts, text), _target_margin_reference(projected, text, 0.5))
+    torch.testing.assert_close(loss(prompts, text), _reference(projected, text, None, 0.5))
 
 
 def test_with_the_target_margin_the_targets_are_the_minimum() -> None:
